@@ -1,0 +1,53 @@
+"""seqprobe: test what a language model can do, and how it does it.
+
+Public names are imported lazily, so that `import seqprobe.plugin` (which pytest does at start-up
+through the `pytest11` entry point) does not pull in torch or transformers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "SeqprobeError": "seqprobe.errors",
+    "CaseFileError": "seqprobe.errors",
+    "TokenizationError": "seqprobe.errors",
+    "ModelLoadError": "seqprobe.errors",
+    "WeightsIntegrityError": "seqprobe.errors",
+    "PatchingError": "seqprobe.errors",
+    "BaselineError": "seqprobe.errors",
+    "CaseResult": "seqprobe.results",
+    "RunResults": "seqprobe.results",
+    "load_model": "seqprobe.models",
+    "LoadedModel": "seqprobe.models",
+    "ModelInfo": "seqprobe.models",
+    "KNOWN_MODELS": "seqprobe.models",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module = _EXPORTS[name]
+    except KeyError:
+        raise AttributeError(f"module 'seqprobe' has no attribute {name!r}") from None
+    return getattr(importlib.import_module(module), name)
+
+
+if TYPE_CHECKING:
+    from seqprobe.errors import (
+        BaselineError,
+        CaseFileError,
+        ModelLoadError,
+        PatchingError,
+        SeqprobeError,
+        TokenizationError,
+        WeightsIntegrityError,
+    )
+    from seqprobe.models import KNOWN_MODELS, LoadedModel, ModelInfo, load_model
+    from seqprobe.results import CaseResult, RunResults

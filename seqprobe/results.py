@@ -1,0 +1,109 @@
+"""The record of a run: what every case measured, in a form reports and baselines share.
+
+A run produces one `RunResults`; the markdown report renders it, `--baseline` compares it with a
+stored one, and `seqprobe compare` diffs two of them. It round-trips through JSON unchanged, so a
+results file written today can be compared with one written by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "RESULTS_FORMAT_VERSION",
+    "CaseResult",
+    "Outcome",
+    "RunResults",
+]
+
+RESULTS_FORMAT_VERSION = 1
+
+Outcome = Literal["passed", "failed", "xfailed", "xpassed", "error", "skipped"]
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One pytest item's measurements and verdict."""
+
+    # The stable id `file::suite::case`, the key baselines match cases by.
+    case_id: str
+    suite: str
+    # What kind of check produced it: "completion", "patching", "attribution", "family",
+    # "invariance" or "direction"; reports group by it.
+    kind: str
+    outcome: Outcome
+    # Numbers a baseline can compare: e.g. p_answer, rank, logit_diff, recovery, pass_rate.
+    # Higher is better for every metric except those listed in `lower_is_better`.
+    metrics: Mapping[str, float]
+    prompt: str = ""
+    answer: str = ""
+    # Human-readable failure lines (which expectation failed and by how much).
+    failures: tuple[str, ...] = ()
+    # Known-failure reason when the case is recorded as one for this model.
+    known_failure: str | None = None
+    # Anything a report shows but a baseline does not compare: top-k tables, token strings,
+    # sweep grids. Must be JSON-serialisable.
+    details: Mapping[str, Any] = field(default_factory=dict)
+    lower_is_better: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"failures": list(self.failures), "lower_is_better": list(self.lower_is_better)}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> CaseResult:
+        return cls(
+            **{
+                **data,
+                "failures": tuple(data.get("failures", ())),
+                "lower_is_better": tuple(data.get("lower_is_better", ())),
+                "metrics": dict(data.get("metrics", {})),
+                "details": dict(data.get("details", {})),
+            }
+        )
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """Everything one run measured, with what is needed to know whether two runs compare."""
+
+    # ModelInfo as a dict: name, source, sha256, dtype, device.
+    model: Mapping[str, str]
+    # Case file path (as given on the command line, posix) -> sha256 of its bytes.
+    case_files: Mapping[str, str]
+    cases: tuple[CaseResult, ...]
+    # Package versions (seqprobe, transformer_lens, torch), the date and the command line.
+    environment: Mapping[str, str] = field(default_factory=dict)
+    format_version: int = RESULTS_FORMAT_VERSION
+
+    def by_id(self) -> dict[str, CaseResult]:
+        return {case.case_id: case for case in self.cases}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "model": dict(self.model),
+            "case_files": dict(self.case_files),
+            "environment": dict(self.environment),
+            "cases": [case.to_json() for case in self.cases],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunResults:
+        return cls(
+            model=dict(data["model"]),
+            case_files=dict(data["case_files"]),
+            cases=tuple(CaseResult.from_json(case) for case in data["cases"]),
+            environment=dict(data.get("environment", {})),
+            format_version=int(data.get("format_version", RESULTS_FORMAT_VERSION)),
+        )
+
+    def dumps(self) -> str:
+        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunResults:
+        return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
