@@ -1,0 +1,112 @@
+"""The `seqprobe` command: quick looks at a prompt, benchmarks, reports and run comparisons.
+
+    seqprobe prompt "Today it is Sunday, tomorrow it is" " Monday" [--distractor " Sunday"] [--model NAME]
+    seqprobe report [CASES ...] [--out reports/NAME.md] [--model NAME] [-- PYTEST ARGS]
+    seqprobe compare OLD.json NEW.json [--out diff.md]
+    seqprobe bench [--model NAME] [--device DEV] [--json]
+
+Each subcommand imports what it needs when it runs, so `seqprobe --help` is instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from seqprobe.errors import SeqprobeError
+
+__all__ = ["main"]
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, hub name, folder or .gguf (default: {DEFAULT_MODEL})")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, ...")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+
+
+def _prompt(args: argparse.Namespace) -> int:
+    from seqprobe.models import load_model
+    from seqprobe.scoring import check_expectations, format_completion, prepare_prompt, score_completions
+
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    prepared = prepare_prompt(model.bridge, args.prompt, args.answer, args.distractor, where="prompt")
+    (completion,) = score_completions(model.bridge, [prepared], top_k=args.top_k)
+    print(format_completion(completion))
+    if args.distractor:
+        print("\nAs a case:")
+        print(_case_snippet(args.prompt, args.answer, args.distractor, completion.rank))
+    return 0 if not check_expectations(completion, {"max_rank": 1}) else 1
+
+
+def _case_snippet(prompt: str, answer: str, distractors: Sequence[str], rank: int) -> str:
+    quoted = ", ".join(f'"{d}"' for d in distractors)
+    return (
+        f'  - id: my-case\n    prompt: "{prompt}"\n    answer: "{answer}"\n    distractors: [{quoted}]'
+        f"\n    # measured rank on this model: {rank}"
+    )
+
+
+def _report(args: argparse.Namespace, pytest_args: list[str]) -> int:
+    import pytest
+
+    return int(
+        pytest.main(
+            [*args.cases, "--model", args.model, "--device", args.device, "--dtype", args.dtype, "--report", args.out, *pytest_args]
+        )
+    )
+
+
+def _compare(argv: list[str]) -> int:
+    from seqprobe.compare import compare_main
+
+    return compare_main(argv)
+
+
+def _bench(argv: list[str]) -> int:
+    from seqprobe.bench import main as bench_main
+
+    return bench_main(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="seqprobe", description="Test what a language model can do, and how it does it.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prompt = commands.add_parser("prompt", help="show the model's next-token table for a prompt (the quickest way to write a case)")
+    prompt.add_argument("prompt", help='e.g. "Today it is Sunday, tomorrow it is"')
+    prompt.add_argument("answer", help='the expected next token, with its leading space: " Monday"')
+    prompt.add_argument("--distractor", action="append", default=[], help="a wrong answer to compare against (repeatable)")
+    prompt.add_argument("--top-k", type=int, default=10, help="how many top predictions to show (default: 10)")
+    _add_model_options(prompt)
+
+    report = commands.add_parser("report", help="run case files and write a markdown capability report (extra pytest args after --)")
+    report.add_argument("cases", nargs="*", default=["cases/"], help="case files or folders (default: cases/)")
+    report.add_argument("--out", default=None, help="report path (default: reports/MODEL.md)")
+    _add_model_options(report)
+
+    commands.add_parser("compare", help="diff two results files; exits 1 when anything regressed", add_help=False)
+    commands.add_parser("bench", help="time seqprobe's patching engine against transformer_lens.patching", add_help=False)
+
+    if argv and argv[0] in ("compare", "bench"):
+        return {"compare": _compare, "bench": _bench}[argv[0]](argv[1:])
+    pytest_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, pytest_args = argv[:cut], argv[cut + 1 :]
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "prompt":
+            return _prompt(args)
+        args.out = args.out or f"reports/{args.model.replace('/', '_')}.md"
+        return _report(args, pytest_args)
+    except SeqprobeError as error:
+        print(f"seqprobe: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

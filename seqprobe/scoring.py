@@ -1,0 +1,245 @@
+"""Next-token scoring: what a model predicts after a prompt, and whether a case's bars are met.
+
+Prompts run in batches, one forward pass per batch. Batches are right-padded: under causal
+attention a token never sees the padding after it, so each prompt's last real position gets the
+same logits as it would alone (tested: batched == one-at-a-time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from seqprobe.errors import TokenizationError
+
+if TYPE_CHECKING:
+    import torch
+    from jaxtyping import Float, Int
+    from torch import Tensor
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = [
+    "Completion",
+    "PreparedPrompt",
+    "TokenScore",
+    "check_expectations",
+    "format_completion",
+    "final_logits",
+    "prepare_prompt",
+    "prompt_token_ids",
+    "score_completions",
+    "single_token_id",
+]
+
+DEFAULT_BATCH_SIZE = 64
+DEFAULT_TOP_K = 10
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    token: str
+    token_id: int
+    logit: float
+    prob: float
+
+    def to_json(self) -> dict[str, object]:
+        return {"token": self.token, "token_id": self.token_id, "logit": self.logit, "prob": self.prob}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """The model's next-token distribution after one prompt, seen from one answer."""
+
+    prompt: str
+    prompt_tokens: tuple[str, ...]
+    answer: TokenScore
+    # 1 = the model's top prediction.
+    rank: int
+    distractors: tuple[TokenScore, ...]
+    top_k: tuple[TokenScore, ...]
+
+    @property
+    def logit_diffs(self) -> dict[str, float]:
+        return {d.token: self.answer.logit - d.logit for d in self.distractors}
+
+    @property
+    def min_logit_diff(self) -> float | None:
+        """The answer's lead over its closest distractor; None without distractors."""
+        return min(self.logit_diffs.values()) if self.distractors else None
+
+    def metrics(self) -> dict[str, float]:
+        metrics = {"p_answer": self.answer.prob, "rank": float(self.rank), "logit": self.answer.logit}
+        if self.min_logit_diff is not None:
+            metrics["logit_diff"] = self.min_logit_diff
+        return metrics
+
+
+def single_token_id(bridge: TransformerBridge, text: str, *, role: str, where: str) -> int:
+    """The id of `text` as one token; a TokenizationError naming the pieces otherwise."""
+    ids = bridge.to_tokens(text, prepend_bos=False)[0].tolist()
+    if len(ids) != 1:
+        pieces = [bridge.to_string([i]) for i in ids]
+        raise TokenizationError(
+            f"{where}: {role} {text!r} is {len(ids)} tokens for {_model_name(bridge)} ({pieces}); "
+            f"{role}s must be one token — pick a form the tokenizer keeps whole (mind the leading space)"
+        )
+    return ids[0]
+
+
+def prompt_token_ids(bridge: TransformerBridge, prompt: str, *, where: str) -> list[int]:
+    """The prompt's token ids with the model's BOS, bounded by its context length."""
+    # truncate=False: the bridge would otherwise cut the prompt to n_ctx without a word.
+    ids = bridge.to_tokens(prompt, truncate=False)[0].tolist()
+    n_ctx = bridge.cfg.n_ctx
+    if len(ids) > n_ctx:
+        raise TokenizationError(
+            f"{where}: prompt is {len(ids)} tokens, over {_model_name(bridge)}'s context of {n_ctx}; shorten it"
+        )
+    return ids
+
+
+def _model_name(bridge: TransformerBridge) -> str:
+    return str(getattr(bridge.cfg, "model_name", "the model"))
+
+
+def _right_padded(batch: Sequence[Sequence[int]]) -> tuple[Int[Tensor, "batch pos"], list[int]]:
+    import torch
+
+    lengths = [len(ids) for ids in batch]
+    width = max(lengths)
+    # The pad value is never attended to by the positions that are read, so any id will do.
+    tokens = torch.tensor([list(ids) + [ids[-1]] * (width - len(ids)) for ids in batch])
+    return tokens, lengths
+
+
+def final_logits(
+    bridge: TransformerBridge, token_ids: Sequence[Sequence[int]], *, batch_size: int = DEFAULT_BATCH_SIZE
+) -> Float[Tensor, "prompt d_vocab"]:
+    """Logits at each prompt's last token, computed in right-padded batches."""
+    import torch
+
+    rows: list[torch.Tensor] = []
+    device = bridge.cfg.device
+    with torch.inference_mode():
+        for start in range(0, len(token_ids), batch_size):
+            tokens, lengths = _right_padded(token_ids[start : start + batch_size])
+            logits = bridge(tokens.to(device), return_type="logits")  # [batch pos d_vocab]
+            last = torch.tensor(lengths, device=logits.device) - 1
+            rows.append(logits[torch.arange(len(lengths), device=logits.device), last].float().cpu())
+    return torch.cat(rows)
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    """A prompt tokenized for one model, with its answer and distractor ids checked."""
+
+    prompt: str
+    token_ids: tuple[int, ...]
+    answer: str
+    answer_id: int
+    distractors: tuple[str, ...]
+    distractor_ids: tuple[int, ...]
+
+
+def prepare_prompt(
+    bridge: TransformerBridge, prompt: str, answer: str, distractors: Sequence[str], *, where: str
+) -> PreparedPrompt:
+    """Tokenize one case; raises TokenizationError (naming `where`) for a bad prompt or answer."""
+    return PreparedPrompt(
+        prompt=prompt,
+        token_ids=tuple(prompt_token_ids(bridge, prompt, where=where)),
+        answer=answer,
+        answer_id=single_token_id(bridge, answer, role="answer", where=where),
+        distractors=tuple(distractors),
+        distractor_ids=tuple(single_token_id(bridge, d, role="distractor", where=where) for d in distractors),
+    )
+
+
+def score_completions(
+    bridge: TransformerBridge,
+    prepared: Sequence[PreparedPrompt],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    top_k: int = DEFAULT_TOP_K,
+) -> list[Completion]:
+    """Score each prepared prompt against its answer and distractors; one forward pass per batch."""
+    if not prepared:
+        return []
+    logits = final_logits(bridge, [p.token_ids for p in prepared], batch_size=batch_size)
+    probs = logits.softmax(dim=-1)
+    top = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
+
+    def score(row: int, token_id: int, text: str | None = None) -> TokenScore:
+        token = text if text is not None else bridge.to_string([token_id])
+        return TokenScore(token, token_id, float(logits[row, token_id]), float(probs[row, token_id]))
+
+    completions = []
+    for row, item in enumerate(prepared):
+        answer_logit = logits[row, item.answer_id]
+        completions.append(
+            Completion(
+                prompt=item.prompt,
+                prompt_tokens=tuple(bridge.to_string([i]) for i in item.token_ids),
+                answer=score(row, item.answer_id, item.answer),
+                # Ties count against the answer: rank 1 means strictly ahead of every other token.
+                rank=int((logits[row] >= answer_logit).sum()),
+                distractors=tuple(score(row, i, d) for i, d in zip(item.distractor_ids, item.distractors, strict=True)),
+                top_k=tuple(score(row, int(i)) for i in top.indices[row]),
+            )
+        )
+    return completions
+
+
+def check_expectations(completion: Completion, expect: Mapping[str, float]) -> list[str]:
+    """One line per expectation the completion misses, saying by how much; empty when all hold."""
+    answer = completion.answer.token
+    failures = []
+    if "min_prob" in expect and completion.answer.prob < expect["min_prob"]:
+        bar = expect["min_prob"]
+        failures.append(f"p({answer!r}) = {completion.answer.prob:.3f} < min_prob {bar:g} (short by {bar - completion.answer.prob:.3f})")
+    if "max_rank" in expect and completion.rank > expect["max_rank"]:
+        failures.append(f"rank of {answer!r} = {completion.rank} > max_rank {int(expect['max_rank'])}")
+    if "min_logit_diff" in expect:
+        bar = expect["min_logit_diff"]
+        for distractor, diff in completion.logit_diffs.items():
+            if diff < bar:
+                failures.append(
+                    f"logit({answer!r}) − logit({distractor!r}) = {diff:.2f} < min_logit_diff {bar:g} (short by {bar - diff:.2f})"
+                )
+    return failures
+
+
+def format_completion(completion: Completion) -> str:
+    """The study's `test_prompt` view: tokens, the answer's standing, distractors, top-k."""
+    from tabulate import tabulate
+
+    answer = completion.answer
+    lines = [
+        f"Tokenized prompt: {list(completion.prompt_tokens)}",
+        f"Answer {answer.token!r}: rank {completion.rank}, logit {answer.logit:.2f}, prob {_percent(answer.prob)}",
+    ]
+    for distractor in completion.distractors:
+        diff = answer.logit - distractor.logit
+        lines.append(
+            f"Distractor {distractor.token!r}: logit {distractor.logit:.2f}, prob {_percent(distractor.prob)}, "
+            f"answer − distractor = {diff:+.2f}"
+        )
+    rows = [
+        [rank, repr(score.token), f"{score.logit:.2f}", _percent(score.prob)]
+        for rank, score in enumerate(completion.top_k, start=1)
+    ]
+    lines.append(f"Top {len(rows)}:")
+    lines.append(tabulate(
+            rows,
+            headers=["rank", "token", "logit", "prob"],
+            tablefmt="simple",
+            disable_numparse=True,
+            colalign=("right", "left", "right", "right"),
+        ))
+    return "\n".join(lines)
+
+
+def _percent(prob: float) -> str:
+    return f"{prob * 100:.2f}%" if math.isfinite(prob) else str(prob)

@@ -1,0 +1,64 @@
+"""Fixtures shared by seqprobe's tests: tiny local models, and the real offline model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tests._tiny_models import build_tiny_gpt2, build_tiny_llama
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from seqprobe.models import LoadedModel
+
+REAL_MODEL = "smollm2-135m"
+
+
+def _saved(builder, path: Path) -> Path:
+    builder(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GPT-2-architecture model folder in hub format (safetensors + tokenizer)."""
+    return _saved(build_tiny_gpt2, tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Llama-architecture model folder with grouped-query attention, like SmolLM2."""
+    return _saved(build_tiny_llama, tmp_path_factory.mktemp("tiny-llama"))
+
+
+def _bridge(model_dir: Path) -> TransformerBridge:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    return TransformerBridge.boot_transformers(str(model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_bridge(tiny_gpt2_dir: Path) -> TransformerBridge:
+    return _bridge(tiny_gpt2_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_bridge(tiny_llama_dir: Path) -> TransformerBridge:
+    return _bridge(tiny_llama_dir)
+
+
+@pytest.fixture(params=["gpt2", "llama"])
+def tiny_bridge(request: pytest.FixtureRequest) -> TransformerBridge:
+    """Each tiny architecture in turn."""
+    return request.getfixturevalue(f"tiny_{request.param}_bridge")
+
+
+@pytest.fixture(scope="session")
+def real_model() -> LoadedModel:
+    """smollm2-135m, loaded once per test session (from seqprobe's cache after the first time)."""
+    from seqprobe.models import load_model
+
+    return load_model(REAL_MODEL, device="cpu")
