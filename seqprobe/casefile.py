@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import importlib
 import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ __all__ = [
     "CASE_FILE_GLOB",
     "CASE_KINDS",
     "Case",
+    "CaseKind",
     "CaseFile",
     "CompletionCase",
     "EntryContext",
@@ -154,23 +156,43 @@ class EntryContext:
         return CaseFileError(message, path=self.path, line=line_of(node, key))
 
 
-# kind name -> (keys the kind accepts besides the common ones, parser of one expanded entry)
 KindParser = Callable[[EntryContext, "TemplateScope", SourceMap], Case]
-CASE_KINDS: dict[str, tuple[frozenset[str], KindParser]] = {}
+
+
+@dataclass(frozen=True)
+class CaseKind:
+    """How one `kind:` of case is written (its YAML keys, its parser) and run (its runner)."""
+
+    keys: frozenset[str]
+    parser: KindParser
+    # "module:function" of the kind's runner (see seqprobe.checks.Runner), imported when the
+    # first case of the kind runs, so parsing never imports torch.
+    runner: str
+
+
+CASE_KINDS: dict[str, CaseKind] = {}
+
+# Modules that define the built-in kinds besides `completion`; imported on the first parse.
+BUILTIN_KIND_MODULES: tuple[str, ...] = ()
 
 COMMON_ENTRY_KEYS = frozenset(
     {"kind", "id", "for_each", "expect", "model_expect", "known_failures", "tolerance", "description"}
 )
 
 
-def register_case_kind(name: str, *, keys: Iterable[str]) -> Callable[[KindParser], KindParser]:
+def register_case_kind(name: str, *, keys: Iterable[str], runner: str) -> Callable[[KindParser], KindParser]:
     """Register a parser for `kind: name` entries; `keys` are the kind's own YAML keys."""
 
     def decorator(parser: KindParser) -> KindParser:
-        CASE_KINDS[name] = (frozenset(keys), parser)
+        CASE_KINDS[name] = CaseKind(keys=frozenset(keys), parser=parser, runner=runner)
         return parser
 
     return decorator
+
+
+def _register_builtin_kinds() -> None:
+    for module in BUILTIN_KIND_MODULES:
+        importlib.import_module(module)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -344,7 +366,7 @@ def _expand_scopes(ctx: EntryContext, entry: SourceMap) -> list[TemplateScope]:
 # The completion kind
 
 
-@register_case_kind("completion", keys=("prompt", "answer", "distractors"))
+@register_case_kind("completion", keys=("prompt", "answer", "distractors"), runner="seqprobe.checks:run_completion_checks")
 def _parse_completion(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> Case:
     common = common_fields(ctx, scope, entry)
     prompt = scope.fill(ctx, entry, "prompt", get_str(ctx.path, entry, "prompt", where="a completion case") or "")
@@ -446,9 +468,9 @@ def _parse_entry(ctx: EntryContext, entry: Any, *, line: int) -> list[Case]:
             entry,
             "kind",
         )
-    own_keys, parser = CASE_KINDS[kind]
-    check_keys(ctx.path, entry, COMMON_ENTRY_KEYS | own_keys, where=f"a {kind} case")
-    return [parser(ctx, scope, entry) for scope in _expand_scopes(ctx, entry)]
+    spec = CASE_KINDS[kind]
+    check_keys(ctx.path, entry, COMMON_ENTRY_KEYS | spec.keys, where=f"a {kind} case")
+    return [spec.parser(ctx, scope, entry) for scope in _expand_scopes(ctx, entry)]
 
 
 def _parse_suite(root: EntryContext, name: str, node: Any, *, line: int) -> Suite:
@@ -479,6 +501,7 @@ def _parse_suite(root: EntryContext, name: str, node: Any, *, line: int) -> Suit
 
 def parse_case_file(text: str, *, path: str) -> CaseFile:
     """Parse and validate a whole case file; raises CaseFileError naming path:line."""
+    _register_builtin_kinds()
     try:
         document = load_yaml(text)
     except yaml.YAMLError as error:

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from seqprobe.casefile import Case
     from seqprobe.models import LoadedModel
 
-__all__ = ["RUNNERS", "CheckOutcome", "Runner", "get_runner", "run_completion_checks"]
+__all__ = ["CheckOutcome", "Runner", "get_runner", "run_completion_checks"]
 
 
 @dataclass(frozen=True)
@@ -42,14 +42,11 @@ class CheckOutcome:
 # case of one kind, return an outcome per case id.
 Runner = Callable[["LoadedModel", str, Sequence["Case"]], Mapping[str, CheckOutcome]]
 
-# kind -> "module:function"; imported on first use so the plugin stays light at start-up.
-RUNNERS: dict[str, str] = {
-    "completion": "seqprobe.checks:run_completion_checks",
-}
-
-
 def get_runner(kind: str) -> Runner:
-    module, _, function = RUNNERS[kind].partition(":")
+    """The runner registered with the case kind (imported now, not when the plugin loads)."""
+    from seqprobe.casefile import CASE_KINDS
+
+    module, _, function = CASE_KINDS[kind].runner.partition(":")
     return getattr(importlib.import_module(module), function)
 
 

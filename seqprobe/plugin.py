@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
     from seqprobe.casefile import Case, CaseFile
     from seqprobe.checks import CheckOutcome
     from seqprobe.models import LoadedModel
-    from seqprobe.results import CaseResult
+    from seqprobe.results import CaseResult, RunResults
 
 __all__ = ["CaseFileCollector", "CaseItem", "SeqprobeSession"]
 
@@ -54,14 +55,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         metavar="METRIC=VALUE",
+        type=_parse_tolerance,
         help="baseline tolerance for one metric, e.g. --tolerance p_answer=0.1 (repeatable; overrides case files)",
     )
+
+
+def _parse_tolerance(text: str) -> tuple[str, float]:
+    from seqprobe.baseline import parse_tolerance
+
+    return parse_tolerance(text)
 
 
 state_key = pytest.StashKey["SeqprobeSession"]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    report = config.getoption(OPTION_REPORT)
+    baseline = config.getoption(OPTION_BASELINE)
+    if config.getoption(OPTION_UPDATE_BASELINE) and not baseline:
+        raise pytest.UsageError(f"{OPTION_UPDATE_BASELINE} needs {OPTION_BASELINE} FILE: the file to write")
+    if report is not None:
+        from seqprobe.report import results_path_for
+
+        if Path(report).suffix != ".md":
+            raise pytest.UsageError(f"{OPTION_REPORT} {report}: give a markdown path ending in .md (its results go beside it as .json)")
+        if baseline is not None and results_path_for(report).resolve() == Path(baseline).resolve():
+            raise pytest.UsageError(
+                f"{OPTION_REPORT} {report} would write its results over the baseline {baseline}; "
+                f"choose another report name (only {OPTION_UPDATE_BASELINE} writes a baseline)"
+            )
     config.stash[state_key] = SeqprobeSession(config)
 
 
@@ -89,6 +111,14 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     session.config.stash[state_key].finish()
 
 
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    lines = config.stash[state_key].summary
+    if lines:
+        terminalreporter.section("seqprobe")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
 class CaseFailure(Exception):
     """A case ran and missed an expectation (as opposed to an error running it)."""
 
@@ -96,6 +126,14 @@ class CaseFailure(Exception):
         self.lines = lines
         self.explanation = explanation
         super().__init__("; ".join(lines))
+
+
+class ExpectationMiss(CaseFailure):
+    """The case missed one of its bars; a recorded known failure expects exactly this."""
+
+
+class BaselineRegression(CaseFailure):
+    """The case fell below its baseline; fails even a known failure, whose xfail expects only ExpectationMiss."""
 
 
 class SeqprobeSession:
@@ -108,8 +146,50 @@ class SeqprobeSession:
         self.outcomes: dict[str, CheckOutcome] = {}
         self.results: list[CaseResult] = []
         self.case_files: dict[str, str] = {}
+        # Lines for the terminal summary: where files went, how the run compares.
+        self.summary: list[str] = []
+        self.report_path: str | None = config.getoption(OPTION_REPORT)
+        self.baseline_path: str | None = config.getoption(OPTION_BASELINE)
+        self.update_baseline: bool = config.getoption(OPTION_UPDATE_BASELINE)
+        self.cli_tolerances: dict[str, float] = dict(config.getoption(OPTION_TOLERANCE))
         self._model: LoadedModel | None = None
         self._load_error: Exception | None = None
+        self._baseline: RunResults | None = None
+
+    @property
+    def comparing(self) -> bool:
+        return self.baseline_path is not None and not self.update_baseline
+
+    @property
+    def baseline(self) -> RunResults:
+        if self._baseline is None:
+            from seqprobe.baseline import load_results
+
+            self._baseline = load_results(self.baseline_path)
+        return self._baseline
+
+    def model_info(self) -> dict[str, str]:
+        return self._model.info.to_json() if self._model is not None else {"name": self.model_name}
+
+    def tolerances_for(self, case: Case) -> dict[str, float]:
+        """The case file's tolerances, overridden by the command line's."""
+        return {**case.tolerance, **self.cli_tolerances}
+
+    def regressions(self, item: CaseItem, outcome: CheckOutcome) -> list[str]:
+        """Baseline lines that fail this case (empty when not comparing or within tolerance)."""
+        if not self.comparing or outcome.error is not None:
+            return []
+        from seqprobe.baseline import compare_to_baseline
+
+        current = self.case_result(item, outcome, "failed" if outcome.failures else "passed")
+        comparison = compare_to_baseline(
+            self.baseline,
+            current,
+            model=self.model_info(),
+            case_files=self.case_files,
+            tolerances=self.tolerances_for(item.case),
+        )
+        return list(comparison.messages) if comparison.status == "regressed" else []
 
     @property
     def model(self) -> LoadedModel:
@@ -146,8 +226,6 @@ class SeqprobeSession:
         return self.outcomes[case.case_id]
 
     def record(self, item: CaseItem, report: pytest.TestReport) -> None:
-        from seqprobe.results import CaseResult
-
         if report.passed:
             status = "xpassed" if hasattr(report, "wasxfail") else "passed"
         elif report.skipped:
@@ -155,26 +233,93 @@ class SeqprobeSession:
         else:
             status = "failed" if report.when == "call" else "error"
         outcome = self.outcomes.get(item.case.case_id)
-        if outcome is not None and outcome.error is not None:
+        if outcome is None:
+            from seqprobe.checks import CheckOutcome
+
+            outcome = CheckOutcome(failures=(str(report.longrepr),))
+        elif outcome.error is not None:
             status = "error"
-        self.results.append(
-            CaseResult(
-                case_id=item.case.case_id,
-                suite=item.case.suite,
-                kind=item.case.kind,
-                outcome=status,
-                metrics=dict(outcome.metrics) if outcome else {},
-                prompt=outcome.prompt if outcome else "",
-                answer=outcome.answer if outcome else "",
-                failures=tuple(outcome.failures) if outcome else (str(report.longrepr),),
-                known_failure=item.case.known_failure_for(self.model_name),
-                details=dict(outcome.details) if outcome else {},
-                lower_is_better=outcome.lower_is_better if outcome else (),
-            )
+            outcome = replace(outcome, failures=(str(outcome.error),))
+        self.results.append(self.case_result(item, outcome, status))
+
+    def case_result(self, item: CaseItem, outcome: CheckOutcome, status: str) -> CaseResult:
+        from seqprobe.results import CaseResult
+
+        return CaseResult(
+            case_id=item.case.case_id,
+            suite=item.case.suite,
+            kind=item.case.kind,
+            outcome=status,  # type: ignore[arg-type]
+            metrics=dict(outcome.metrics),
+            prompt=outcome.prompt,
+            answer=outcome.answer,
+            failures=tuple(outcome.failures),
+            known_failure=item.case.known_failure_for(self.model_name),
+            details=dict(outcome.details),
+            lower_is_better=tuple(outcome.lower_is_better),
         )
 
     def finish(self) -> None:
-        """Write what the options ask for; nothing when no case ran."""
+        """Write the baseline and report the options ask for; nothing when no case ran."""
+        if not self.results:
+            return
+        from datetime import UTC, datetime
+
+        from seqprobe.results import RunResults
+
+        results = RunResults(
+            model=self.model_info(),
+            case_files=dict(self.case_files),
+            cases=tuple(self.results),
+            environment=_environment(self.config, datetime.now(UTC)),
+        )
+        if self.update_baseline:
+            from seqprobe.baseline import write_baseline
+
+            write_baseline(results, self.baseline_path)
+            self.summary.append(f"baseline written: {self.baseline_path} ({len(results.cases)} cases)")
+        comparison = None
+        if self.comparing:
+            from seqprobe.baseline import compare_runs, summary_lines
+
+            comparison = compare_runs(
+                self._baseline_for(results),
+                results,
+                tolerances=self.cli_tolerances,
+                case_tolerances={item.case.case_id: self.tolerances_for(item.case) for item in self.selected},
+            )
+            self.summary.extend(summary_lines(comparison))
+        if self.report_path is not None:
+            from seqprobe.report import write_report
+
+            files = write_report(
+                results,
+                self.report_path,
+                comparison=comparison,
+                baseline_label=self.baseline_path or "",
+                protect=[self.baseline_path] if self.baseline_path else [],
+                progress=lambda line: print(f"seqprobe: {line}", file=sys.stderr),
+            )
+            self.summary.append(f"report written: {files.markdown} (results: {files.results}, {len(files.figures)} figures)")
+
+    def _baseline_for(self, results: RunResults) -> RunResults:
+        """The baseline restricted to the case files this run collected.
+
+        Cases of files that were not part of this run are not "missing" from it.
+        """
+        from dataclasses import replace as replace_fields
+
+        from seqprobe.baseline import case_file_of
+
+        collected = set(results.case_files)
+        cases = tuple(case for case in self.baseline.cases if case_file_of(case.case_id) in collected)
+        return replace_fields(self.baseline, cases=cases)
+
+
+def _environment(config: pytest.Config, now: Any) -> dict[str, str]:
+    from seqprobe.report import run_environment
+
+    return run_environment(command=["pytest", *config.invocation_params.args], now=now)
 
 
 class CaseFileCollector(pytest.File):
@@ -210,7 +355,9 @@ class SuiteCollector(pytest.Collector):
             item = CaseItem.from_parent(self, name=case.name, case=case)
             reason = case.known_failure_for(model_name)
             if reason is not None:
-                item.add_marker(pytest.mark.xfail(reason=f"known failure of {model_name}: {reason}", raises=CaseFailure, strict=False))
+                item.add_marker(
+                    pytest.mark.xfail(reason=f"known failure of {model_name}: {reason}", raises=ExpectationMiss, strict=False)
+                )
             yield item
 
 
@@ -231,8 +378,11 @@ class CaseItem(pytest.Item):
             raise
         if outcome.error is not None:
             raise outcome.error
+        regressions = state.regressions(self, outcome)
+        if regressions:
+            raise BaselineRegression([*outcome.failures, *regressions], outcome.explanation)
         if outcome.failures:
-            raise CaseFailure(list(outcome.failures), outcome.explanation)
+            raise ExpectationMiss(list(outcome.failures), outcome.explanation)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
         from seqprobe.errors import SeqprobeError
