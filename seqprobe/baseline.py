@@ -108,9 +108,10 @@ STATUS_TEXT: Mapping[CaseStatus, str] = MappingProxyType(
         "unchanged": "unchanged",
     }
 )
-# Model fields that decide whether two runs measured the same model; the others (source,
-# dtype, device) are what a baseline exists to check across.
-MODEL_IDENTITY = ("name", "sha256")
+# Model fields that decide whether two runs measured the same model. New weights under the same
+# name (a fine-tune, a requantization) are a new version of that model: exactly what a baseline
+# exists to check, so sha256, like source, dtype and device, is compared across and stated.
+MODEL_IDENTITY = ("name",)
 # Environment fields that differ on every run and say nothing about comparability.
 VOLATILE_ENVIRONMENT = ("date", "command")
 

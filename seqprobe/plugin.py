@@ -35,6 +35,7 @@ OPTION_REPORT = "--report"
 OPTION_BASELINE = "--baseline"
 OPTION_UPDATE_BASELINE = "--update-baseline"
 OPTION_TOLERANCE = "--tolerance"
+OPTION_ACROSS_MODELS = "--compare-across-models"
 DEFAULT_MODEL = "smollm2-135m"
 
 
@@ -50,6 +51,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(OPTION_REPORT, default=None, metavar="PATH.md", help="write a markdown capability report (with PNGs and a PATH.json results file)")
     group.addoption(OPTION_BASELINE, default=None, metavar="PATH.json", help="compare every case with this results file; a metric that falls beyond its tolerance fails the case")
     group.addoption(OPTION_UPDATE_BASELINE, action="store_true", default=False, help="write this run's results to the --baseline file instead of comparing")
+    group.addoption(
+        OPTION_ACROSS_MODELS,
+        action="store_true",
+        default=False,
+        help="compare with a --baseline made by a differently named model (e.g. a fine-tuned or damaged copy in a folder)",
+    )
     group.addoption(
         OPTION_TOLERANCE,
         action="append",
@@ -84,7 +91,14 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"{OPTION_REPORT} {report} would write its results over the baseline {baseline}; "
                 f"choose another report name (only {OPTION_UPDATE_BASELINE} writes a baseline)"
             )
-    config.stash[state_key] = SeqprobeSession(config)
+    state = config.stash[state_key] = SeqprobeSession(config)
+    if state.comparing:
+        from seqprobe.errors import BaselineError
+
+        try:
+            state.baseline  # noqa: B018 - read it now: a bad file is a usage error, before any model loads
+        except BaselineError as error:
+            raise pytest.UsageError(f"{OPTION_BASELINE}: {error}") from None
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
@@ -108,7 +122,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    session.config.stash[state_key].finish()
+    from seqprobe.errors import SeqprobeError
+
+    state = session.config.stash[state_key]
+    try:
+        state.finish()
+    except (SeqprobeError, OSError) as error:
+        state.summary.append(f"ERROR: seqprobe could not write its files: {type(error).__name__}: {error}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -152,6 +173,7 @@ class SeqprobeSession:
         self.baseline_path: str | None = config.getoption(OPTION_BASELINE)
         self.update_baseline: bool = config.getoption(OPTION_UPDATE_BASELINE)
         self.cli_tolerances: dict[str, float] = dict(config.getoption(OPTION_TOLERANCE))
+        self.across_models: bool = config.getoption(OPTION_ACROSS_MODELS)
         self._model: LoadedModel | None = None
         self._load_error: Exception | None = None
         self._baseline: RunResults | None = None
@@ -188,6 +210,7 @@ class SeqprobeSession:
             model=self.model_info(),
             case_files=self.case_files,
             tolerances=self.tolerances_for(item.case),
+            across_models=self.across_models,
         )
         return list(comparison.messages) if comparison.status == "regressed" else []
 
@@ -287,6 +310,7 @@ class SeqprobeSession:
                 results,
                 tolerances=self.cli_tolerances,
                 case_tolerances={item.case.case_id: self.tolerances_for(item.case) for item in self.selected},
+                across_models=self.across_models,
             )
             self.summary.extend(summary_lines(comparison))
         if self.report_path is not None:

@@ -70,7 +70,8 @@ class Completion:
         return min(self.logit_diffs.values()) if self.distractors else None
 
     def metrics(self) -> dict[str, float]:
-        metrics = {"p_answer": self.answer.prob, "rank": float(self.rank), "logit": self.answer.logit}
+        """What baselines compare: not the raw logit, whose offset means nothing on its own."""
+        metrics = {"p_answer": self.answer.prob, "rank": float(self.rank)}
         if self.min_logit_diff is not None:
             metrics["logit_diff"] = self.min_logit_diff
         return metrics

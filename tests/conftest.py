@@ -62,3 +62,19 @@ def real_model() -> LoadedModel:
     from seqprobe.models import load_model
 
     return load_model(REAL_MODEL, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def model_stack_imported() -> None:
+    import seqprobe.models  # noqa: F401
+    import transformer_lens.model_bridge  # noqa: F401
+
+
+@pytest.fixture
+def pytester(model_stack_imported: None, pytester: pytest.Pytester) -> pytest.Pytester:
+    """pytester, with the model stack imported before its sys.modules snapshot is taken.
+
+    In-process runs restore `sys.modules` afterwards, so a library first imported inside a run
+    is imported again by the next one; pyarrow (under transformer_lens) refuses that.
+    """
+    return pytester

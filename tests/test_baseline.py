@@ -42,9 +42,11 @@ def completion(name: str = "sunday", **metrics: float) -> CaseResult:
     )
 
 
-def run(*cases: CaseResult, sha256: str = "ab" * 32, case_file: str = "cd" * 32) -> RunResults:
+def run(
+    *cases: CaseResult, sha256: str = "ab" * 32, case_file: str = "cd" * 32, name: str = "smollm2-135m"
+) -> RunResults:
     return RunResults(
-        model={"name": "smollm2-135m", "source": "hub", "sha256": sha256, "dtype": "float32", "device": "cpu"},
+        model={"name": name, "source": "hub", "sha256": sha256, "dtype": "float32", "device": "cpu"},
         case_files={FILE: case_file},
         cases=cases,
         environment={"torch": "2.13.0", "date": "2025-01-01T00:00:00+00:00", "command": "pytest"},
@@ -167,23 +169,31 @@ def test_identical_runs_are_unchanged() -> None:
 
 def test_a_baseline_of_another_model_is_not_compared_blindly() -> None:
     baseline = run(completion())
-    current = replace(run(completion(p_answer=0.1), sha256="ef" * 32), environment={"torch": "2.14.0"})
+    current = replace(run(completion(p_answer=0.1), sha256="ef" * 32, name="gemma-3-270m"), environment={"torch": "2.14.0"})
     comparison = compare_runs(baseline, current)
     (case,) = comparison.cases
     assert case.status == "model_changed"
     assert not comparison.has_regressions and not comparison.models_match
     assert case.messages == (
         "not compared: the baseline was made with smollm2-135m (sha256 abababababab), this run "
-        f"uses smollm2-135m (sha256 efefefefefef); {HINT}",
+        f"uses gemma-3-270m (sha256 efefefefefef); {HINT}",
     )
     assert summary_lines(comparison) == [
         "1 model changed (1 case)",
-        "different model (not compared): sha256: abababababab → efefefefefef",
+        "different model (not compared): name: smollm2-135m → gemma-3-270m; sha256: abababababab → efefefefefef",
         "environment differs: torch: 2.13.0 → 2.14.0",
     ]
     across = compare_runs(baseline, current, across_models=True)
     assert across.cases[0].status == "regressed"
-    assert summary_lines(across)[1] == "different model (compared anyway): sha256: abababababab → efefefefefef"
+    assert summary_lines(across)[1].startswith("different model (compared anyway): name: smollm2-135m → gemma-3-270m")
+
+
+def test_new_weights_under_the_same_name_are_compared_and_stated() -> None:
+    baseline = run(completion())
+    current = run(completion(p_answer=0.1), sha256="ef" * 32)
+    comparison = compare_runs(baseline, current)
+    assert comparison.cases[0].status == "regressed"
+    assert summary_lines(comparison)[1] == "model settings differ: sha256: abababababab → efefefefefef"
 
 
 def test_dtype_and_device_changes_are_compared_and_stated() -> None:

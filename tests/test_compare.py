@@ -71,7 +71,7 @@ EXPECTED_DIFF = """\
 
 **Summary:** 2 regressed, 1 improved, 1 unchanged (4 cases).
 
-- different model (compared anyway): sha256: abababababab → efefefefefef
+- model settings differ: sha256: abababababab → efefefefefef
 
 ## Regressions
 
@@ -118,7 +118,7 @@ def test_the_damaged_model_exits_1_and_names_the_regressions(
     assert compare_main([str(old), str(new)]) == 1
     assert capsys.readouterr().out == (
         "2 regressed, 1 improved, 1 unchanged (4 cases)\n"
-        "different model (compared anyway): sha256: abababababab → efefefefefef\n"
+        "model settings differ: sha256: abababababab → efefefefefef\n"
         f"{FILE}::successor::sunday_patching: regressed: recovery 0.83 → 0.3 (tolerance 0.1)\n"
         f"{FILE}::successor::sunday: regressed: p(' Monday') 0.62 → 0.41 (tolerance 0.05); "
         "regressed: rank(' Monday') 1 → 4 (tolerance 2)\n"
