@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# Defined here, not in seqprobe.models, so the plugin and the CLI can name it without importing torch.
+DEFAULT_MODEL = "smollm2-135m"
+
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
     "SeqprobeError": "seqprobe.errors",
@@ -28,7 +31,7 @@ _EXPORTS: dict[str, str] = {
     "KNOWN_MODELS": "seqprobe.models",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["DEFAULT_MODEL", "__version__", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:

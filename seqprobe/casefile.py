@@ -173,7 +173,7 @@ class CaseKind:
 CASE_KINDS: dict[str, CaseKind] = {}
 
 # Modules that define the built-in kinds besides `completion`; imported on the first parse.
-BUILTIN_KIND_MODULES: tuple[str, ...] = ()
+BUILTIN_KIND_MODULES: tuple[str, ...] = ("seqprobe.families",)
 
 COMMON_ENTRY_KEYS = frozenset(
     {"kind", "id", "for_each", "expect", "model_expect", "known_failures", "tolerance", "description"}
@@ -253,9 +253,7 @@ def get_str_list(path: str, node: SourceMap, key: str, *, where: str) -> tuple[s
     return tuple(value)
 
 
-def parse_numbers(
-    path: str, node: Any, *, where: str, line: int, kinds: Mapping[str, type]
-) -> dict[str, float]:
+def parse_numbers(path: str, node: Any, *, where: str, line: int, kinds: Mapping[str, type]) -> dict[str, float]:
     """Parse a `{name: number}` mapping whose names and number types are given by `kinds`."""
     mapping = require_map(path, node, where=where, line=line)
     check_keys(path, mapping, kinds, where=where)
@@ -276,9 +274,7 @@ def parse_numbers(
     return numbers
 
 
-def _parse_model_expect(
-    path: str, node: Any, *, where: str, line: int
-) -> dict[str, dict[str, float]]:
+def _parse_model_expect(path: str, node: Any, *, where: str, line: int) -> dict[str, dict[str, float]]:
     mapping = require_map(path, node, where=f"model_expect in {where}", line=line)
     return {
         model: parse_numbers(
@@ -301,7 +297,11 @@ def _parse_known_failures(
         entry = require_map(path, value, where=f"known_failures[{model}]", line=line_of(mapping, model))
         check_keys(path, entry, ("reason", "cases"), where=f"known_failures[{model}]")
         reason = get_str(path, entry, "reason", where=f"known_failures[{model}]")
-        cases = frozenset(get_str_list(path, entry, "cases", where=f"known_failures[{model}]")) if "cases" in entry else None
+        cases = (
+            frozenset(get_str_list(path, entry, "cases", where=f"known_failures[{model}]"))
+            if "cases" in entry
+            else None
+        )
         records[model] = (reason or "", cases)
     return records
 
@@ -366,7 +366,9 @@ def _expand_scopes(ctx: EntryContext, entry: SourceMap) -> list[TemplateScope]:
 # The completion kind
 
 
-@register_case_kind("completion", keys=("prompt", "answer", "distractors"), runner="seqprobe.checks:run_completion_checks")
+@register_case_kind(
+    "completion", keys=("prompt", "answer", "distractors"), runner="seqprobe.checks:run_completion_checks"
+)
 def _parse_completion(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> Case:
     common = common_fields(ctx, scope, entry)
     prompt = scope.fill(ctx, entry, "prompt", get_str(ctx.path, entry, "prompt", where="a completion case") or "")
@@ -437,17 +439,27 @@ def _level(path: str, node: SourceMap, parent: EntryContext, *, where: str, suit
     """Apply a defaults/suite level's expect, model_expect, known_failures and tolerance."""
     expect = dict(parent.expect)
     if "expect" in node:
-        expect |= parse_numbers(path, node["expect"], where=f"expect in {where}", line=line_of(node, "expect"), kinds=THRESHOLD_KINDS)
+        expect |= parse_numbers(
+            path, node["expect"], where=f"expect in {where}", line=line_of(node, "expect"), kinds=THRESHOLD_KINDS
+        )
     model_expect = {m: dict(v) for m, v in parent.model_expect.items()}
     if "model_expect" in node:
-        for model, values in _parse_model_expect(path, node["model_expect"], where=where, line=line_of(node, "model_expect")).items():
+        for model, values in _parse_model_expect(
+            path, node["model_expect"], where=where, line=line_of(node, "model_expect")
+        ).items():
             model_expect[model] = model_expect.get(model, {}) | values
     known = dict(parent.known_failures)
     if "known_failures" in node:
         known |= _parse_known_failures(path, node["known_failures"], where=where, line=line_of(node, "known_failures"))
     tolerance = dict(parent.tolerance)
     if "tolerance" in node:
-        tolerance |= parse_numbers(path, node["tolerance"], where=f"tolerance in {where}", line=line_of(node, "tolerance"), kinds=dict.fromkeys(TOLERANCE_METRICS, float))
+        tolerance |= parse_numbers(
+            path,
+            node["tolerance"],
+            where=f"tolerance in {where}",
+            line=line_of(node, "tolerance"),
+            kinds=dict.fromkeys(TOLERANCE_METRICS, float),
+        )
     return EntryContext(
         path=path,
         suite=suite,
@@ -480,7 +492,11 @@ def _parse_suite(root: EntryContext, name: str, node: Any, *, line: int) -> Suit
     ctx = _level(path, suite_node, root, where=f"suite {name!r}", suite=name)
     entries = suite_node.get("cases")
     if not isinstance(entries, SourceList) or not entries:
-        raise CaseFileError(f"suite {name!r} needs a non-empty list under `cases:`", path=path, line=line_of(suite_node, "cases" if "cases" in suite_node else None))
+        raise CaseFileError(
+            f"suite {name!r} needs a non-empty list under `cases:`",
+            path=path,
+            line=line_of(suite_node, "cases" if "cases" in suite_node else None),
+        )
     cases: list[Case] = []
     seen: dict[str, Location] = {}
     for entry, entry_line in zip(entries, entries.item_lines, strict=True):
@@ -495,7 +511,9 @@ def _parse_suite(root: EntryContext, name: str, node: Any, *, line: int) -> Suit
             cases.append(case)
     description = suite_node.get("description", "")
     if not isinstance(description, str):
-        raise CaseFileError(f"description of suite {name!r} must be a string", path=path, line=line_of(suite_node, "description"))
+        raise CaseFileError(
+            f"description of suite {name!r} must be a string", path=path, line=line_of(suite_node, "description")
+        )
     return Suite(name=name, description=description, cases=tuple(cases), location=Location(path, line))
 
 
@@ -511,14 +529,20 @@ def parse_case_file(text: str, *, path: str) -> CaseFile:
     top = require_map(path, document, where="a case file", line=1)
     check_keys(path, top, FILE_KEYS, where="the case file")
     sequences = _parse_sequences(path, top.get("sequences"), line=line_of(top, "sequences"))
-    root = EntryContext(path=path, suite="", sequences=sequences, expect={}, model_expect={}, known_failures={}, tolerance={})
+    root = EntryContext(
+        path=path, suite="", sequences=sequences, expect={}, model_expect={}, known_failures={}, tolerance={}
+    )
     if "defaults" in top:
         defaults = require_map(path, top["defaults"], where="defaults", line=line_of(top, "defaults"))
         check_keys(path, defaults, LEVEL_KEYS, where="defaults")
         root = _level(path, defaults, root, where="defaults", suite="")
     suites_node = top.get("suites")
     if not isinstance(suites_node, SourceMap) or not suites_node:
-        raise CaseFileError("a case file needs `suites:`, a mapping of suite name to suite", path=path, line=line_of(top, "suites" if "suites" in top else None))
+        raise CaseFileError(
+            "a case file needs `suites:`, a mapping of suite name to suite",
+            path=path,
+            line=line_of(top, "suites" if "suites" in top else None),
+        )
     suites = tuple(
         _parse_suite(root, name, node, line=line_of(suites_node, name)) for name, node in suites_node.items()
     )

@@ -42,6 +42,7 @@ class CheckOutcome:
 # case of one kind, return an outcome per case id.
 Runner = Callable[["LoadedModel", str, Sequence["Case"]], Mapping[str, CheckOutcome]]
 
+
 def get_runner(kind: str) -> Runner:
     """The runner registered with the case kind (imported now, not when the plugin loads)."""
     from seqprobe.casefile import CASE_KINDS
@@ -50,9 +51,7 @@ def get_runner(kind: str) -> Runner:
     return getattr(importlib.import_module(module), function)
 
 
-def run_completion_checks(
-    model: LoadedModel, model_name: str, cases: Sequence[Case]
-) -> dict[str, CheckOutcome]:
+def run_completion_checks(model: LoadedModel, model_name: str, cases: Sequence[Case]) -> dict[str, CheckOutcome]:
     from seqprobe.casefile import CompletionCase
     from seqprobe.scoring import check_expectations, format_completion, prepare_prompt, score_completions
 

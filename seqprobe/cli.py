@@ -14,15 +14,16 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from seqprobe import DEFAULT_MODEL
 from seqprobe.errors import SeqprobeError
 
 __all__ = ["main"]
 
-DEFAULT_MODEL = "smollm2-135m"
-
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name, hub name, folder or .gguf (default: {DEFAULT_MODEL})")
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"model name, hub name, folder or .gguf (default: {DEFAULT_MODEL})"
+    )
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, ...")
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
 
@@ -54,7 +55,18 @@ def _report(args: argparse.Namespace, pytest_args: list[str]) -> int:
 
     return int(
         pytest.main(
-            [*args.cases, "--model", args.model, "--device", args.device, "--dtype", args.dtype, "--report", args.out, *pytest_args]
+            [
+                *args.cases,
+                "--model",
+                args.model,
+                "--device",
+                args.device,
+                "--dtype",
+                args.dtype,
+                "--report",
+                args.out,
+                *pytest_args,
+            ]
         )
     )
 
@@ -73,23 +85,33 @@ def _bench(argv: list[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="seqprobe", description="Test what a language model can do, and how it does it.")
+    parser = argparse.ArgumentParser(
+        prog="seqprobe", description="Test what a language model can do, and how it does it."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
-    prompt = commands.add_parser("prompt", help="show the model's next-token table for a prompt (the quickest way to write a case)")
+    prompt = commands.add_parser(
+        "prompt", help="show the model's next-token table for a prompt (the quickest way to write a case)"
+    )
     prompt.add_argument("prompt", help='e.g. "Today it is Sunday, tomorrow it is"')
     prompt.add_argument("answer", help='the expected next token, with its leading space: " Monday"')
-    prompt.add_argument("--distractor", action="append", default=[], help="a wrong answer to compare against (repeatable)")
+    prompt.add_argument(
+        "--distractor", action="append", default=[], help="a wrong answer to compare against (repeatable)"
+    )
     prompt.add_argument("--top-k", type=int, default=10, help="how many top predictions to show (default: 10)")
     _add_model_options(prompt)
 
-    report = commands.add_parser("report", help="run case files and write a markdown capability report (extra pytest args after --)")
+    report = commands.add_parser(
+        "report", help="run case files and write a markdown capability report (extra pytest args after --)"
+    )
     report.add_argument("cases", nargs="*", default=["cases/"], help="case files or folders (default: cases/)")
     report.add_argument("--out", default=None, help="report path (default: reports/MODEL.md)")
     _add_model_options(report)
 
     commands.add_parser("compare", help="diff two results files; exits 1 when anything regressed", add_help=False)
-    commands.add_parser("bench", help="time seqprobe's patching engine against transformer_lens.patching", add_help=False)
+    commands.add_parser(
+        "bench", help="time seqprobe's patching engine against transformer_lens.patching", add_help=False
+    )
 
     if argv and argv[0] in ("compare", "bench"):
         return {"compare": _compare, "bench": _bench}[argv[0]](argv[1:])

@@ -1,12 +1,12 @@
 """seqprobe's exceptions: one root, a short tree, each message actionable.
 
-    SeqprobeError
-    ├── CaseFileError (ValueError)        a case file is malformed: names file:line and the fix
-    │   └── TokenizationError             an answer is several tokens, a prompt too long or empty
-    ├── ModelLoadError (RuntimeError)     a model name, file or download cannot be resolved
-    │   └── WeightsIntegrityError         a file's sha256 differs from the one expected
-    ├── PatchingError (ValueError)        clean/corrupted mismatch, or recovery is undefined
-    └── BaselineError (ValueError)        a baseline file is missing, unreadable or incomparable
+SeqprobeError
+├── CaseFileError (ValueError)        a case file is malformed: names file:line and the fix
+│   └── TokenizationError             an answer is several tokens, a prompt too long or empty
+├── ModelLoadError (RuntimeError)     a model name, file or download cannot be resolved
+│   └── WeightsIntegrityError         a file's sha256 differs from the one expected
+├── PatchingError (ValueError)        clean/corrupted mismatch, or recovery is undefined
+└── BaselineError (ValueError)        a baseline file is missing, unreadable or incomparable
 """
 
 from __future__ import annotations

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from seqprobe import DEFAULT_MODEL
+
 if TYPE_CHECKING:
     from seqprobe.casefile import Case, CaseFile
     from seqprobe.checks import CheckOutcome
@@ -36,7 +38,6 @@ OPTION_BASELINE = "--baseline"
 OPTION_UPDATE_BASELINE = "--update-baseline"
 OPTION_TOLERANCE = "--tolerance"
 OPTION_ACROSS_MODELS = "--compare-across-models"
-DEFAULT_MODEL = "smollm2-135m"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,11 +47,33 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=DEFAULT_MODEL,
         help=f"model to test: a known name, a hub name, a model folder or a .gguf file (default: {DEFAULT_MODEL})",
     )
-    group.addoption(OPTION_DEVICE, default="auto", help="torch device: auto (cuda when available), cpu, cuda, cuda:1, ...")
-    group.addoption(OPTION_DTYPE, default="float32", choices=("float32", "bfloat16", "float16"), help="weights dtype (default: float32)")
-    group.addoption(OPTION_REPORT, default=None, metavar="PATH.md", help="write a markdown capability report (with PNGs and a PATH.json results file)")
-    group.addoption(OPTION_BASELINE, default=None, metavar="PATH.json", help="compare every case with this results file; a metric that falls beyond its tolerance fails the case")
-    group.addoption(OPTION_UPDATE_BASELINE, action="store_true", default=False, help="write this run's results to the --baseline file instead of comparing")
+    group.addoption(
+        OPTION_DEVICE, default="auto", help="torch device: auto (cuda when available), cpu, cuda, cuda:1, ..."
+    )
+    group.addoption(
+        OPTION_DTYPE,
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="weights dtype (default: float32)",
+    )
+    group.addoption(
+        OPTION_REPORT,
+        default=None,
+        metavar="PATH.md",
+        help="write a markdown capability report (with PNGs and a PATH.json results file)",
+    )
+    group.addoption(
+        OPTION_BASELINE,
+        default=None,
+        metavar="PATH.json",
+        help="compare every case with this results file; a metric that falls beyond its tolerance fails the case",
+    )
+    group.addoption(
+        OPTION_UPDATE_BASELINE,
+        action="store_true",
+        default=False,
+        help="write this run's results to the --baseline file instead of comparing",
+    )
     group.addoption(
         OPTION_ACROSS_MODELS,
         action="store_true",
@@ -85,7 +108,9 @@ def pytest_configure(config: pytest.Config) -> None:
         from seqprobe.report import results_path_for
 
         if Path(report).suffix != ".md":
-            raise pytest.UsageError(f"{OPTION_REPORT} {report}: give a markdown path ending in .md (its results go beside it as .json)")
+            raise pytest.UsageError(
+                f"{OPTION_REPORT} {report}: give a markdown path ending in .md (its results go beside it as .json)"
+            )
         if baseline is not None and results_path_for(report).resolve() == Path(baseline).resolve():
             raise pytest.UsageError(
                 f"{OPTION_REPORT} {report} would write its results over the baseline {baseline}; "
@@ -324,7 +349,9 @@ class SeqprobeSession:
                 protect=[self.baseline_path] if self.baseline_path else [],
                 progress=lambda line: print(f"seqprobe: {line}", file=sys.stderr),
             )
-            self.summary.append(f"report written: {files.markdown} (results: {files.results}, {len(files.figures)} figures)")
+            self.summary.append(
+                f"report written: {files.markdown} (results: {files.results}, {len(files.figures)} figures)"
+            )
 
     def _baseline_for(self, results: RunResults) -> RunResults:
         """The baseline restricted to the case files this run collected.
@@ -352,7 +379,11 @@ class CaseFileCollector(pytest.File):
     def collect(self) -> Iterator[SuiteCollector]:
         from seqprobe.casefile import load_case_file
 
-        display = self.path.relative_to(self.config.rootpath).as_posix() if self.path.is_relative_to(self.config.rootpath) else self.path.as_posix()
+        display = (
+            self.path.relative_to(self.config.rootpath).as_posix()
+            if self.path.is_relative_to(self.config.rootpath)
+            else self.path.as_posix()
+        )
         case_file = load_case_file(self.path, display_path=display)
         self.config.stash[state_key].case_files[display] = case_file.sha256
         for suite in case_file.suites:
@@ -380,7 +411,9 @@ class SuiteCollector(pytest.Collector):
             reason = case.known_failure_for(model_name)
             if reason is not None:
                 item.add_marker(
-                    pytest.mark.xfail(reason=f"known failure of {model_name}: {reason}", raises=ExpectationMiss, strict=False)
+                    pytest.mark.xfail(
+                        reason=f"known failure of {model_name}: {reason}", raises=ExpectationMiss, strict=False
+                    )
                 )
             yield item
 

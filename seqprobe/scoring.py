@@ -199,7 +199,9 @@ def check_expectations(completion: Completion, expect: Mapping[str, float]) -> l
     failures = []
     if "min_prob" in expect and completion.answer.prob < expect["min_prob"]:
         bar = expect["min_prob"]
-        failures.append(f"p({answer!r}) = {completion.answer.prob:.3f} < min_prob {bar:g} (short by {bar - completion.answer.prob:.3f})")
+        failures.append(
+            f"p({answer!r}) = {completion.answer.prob:.3f} < min_prob {bar:g} (short by {bar - completion.answer.prob:.3f})"
+        )
     if "max_rank" in expect and completion.rank > expect["max_rank"]:
         failures.append(f"rank of {answer!r} = {completion.rank} > max_rank {int(expect['max_rank'])}")
     if "min_logit_diff" in expect:
@@ -232,13 +234,15 @@ def format_completion(completion: Completion) -> str:
         for rank, score in enumerate(completion.top_k, start=1)
     ]
     lines.append(f"Top {len(rows)}:")
-    lines.append(tabulate(
+    lines.append(
+        tabulate(
             rows,
             headers=["rank", "token", "logit", "prob"],
             tablefmt="simple",
             disable_numparse=True,
             colalign=("right", "left", "right", "right"),
-        ))
+        )
+    )
     return "\n".join(lines)
 
 

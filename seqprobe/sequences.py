@@ -62,8 +62,18 @@ BUILTIN_SEQUENCES: Mapping[str, CyclicSequence] = {
         CyclicSequence(
             "months",
             (
-                "January", "February", "March", "April", "May", "June",
-                "July", "August", "September", "October", "November", "December",
+                "January",
+                "February",
+                "March",
+                "April",
+                "May",
+                "June",
+                "July",
+                "August",
+                "September",
+                "October",
+                "November",
+                "December",
             ),
         ),
     )

@@ -44,9 +44,7 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> SourceMap
                 None, None, f"keys must be strings, found {key!r}", key_node.start_mark
             )
         if key in mapping:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)
         mapping.key_lines[key] = key_node.start_mark.line + 1
     return mapping

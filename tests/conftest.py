@@ -66,8 +66,9 @@ def real_model() -> LoadedModel:
 
 @pytest.fixture(scope="session")
 def model_stack_imported() -> None:
-    import seqprobe.models  # noqa: F401
     import transformer_lens.model_bridge  # noqa: F401
+
+    import seqprobe.models  # noqa: F401
 
 
 @pytest.fixture

@@ -68,7 +68,11 @@ def test_template_expands_with_wrap_around_and_readable_ids() -> None:
     cases = list(case_file.cases())
     assert [c.name for c in cases] == ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
     sunday = cases[-1]
-    assert (sunday.prompt, sunday.answer, sunday.distractors) == ("Today it is Sunday, tomorrow it is", " Monday", (" Sunday",))
+    assert (sunday.prompt, sunday.answer, sunday.distractors) == (
+        "Today it is Sunday, tomorrow it is",
+        " Monday",
+        (" Sunday",),
+    )
     assert [c.name for c in cases if c.known_failure_for("m")] == ["sunday"]
 
 
@@ -244,7 +248,12 @@ def test_only_seqprobe_yaml_files_are_case_files() -> None:
 def test_starter_library_parses_with_expected_sizes() -> None:
     sizes = {
         case_file.path: {suite.name: len(suite.cases) for suite in case_file.suites}
-        for case_file in (load_case_file(p, display_path=p.name) for p in sorted((REPO / "cases").glob("*.seqprobe.yaml")))
+        for case_file in (
+            load_case_file(p, display_path=p.name) for p in sorted((REPO / "cases").glob("*.seqprobe.yaml"))
+        )
     }
-    assert sizes["days.seqprobe.yaml"] == {"list-continuation": 7, "tomorrow": 7, "yesterday": 7} | sizes["days.seqprobe.yaml"]
+    assert (
+        sizes["days.seqprobe.yaml"]
+        == {"list-continuation": 7, "tomorrow": 7, "yesterday": 7} | sizes["days.seqprobe.yaml"]
+    )
     assert sizes["months.seqprobe.yaml"]["list-continuation"] == 12

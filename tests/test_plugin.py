@@ -140,11 +140,15 @@ def test_multi_token_answer_errors_that_case_only(pytester: pytest.Pytester, tin
     )
     result = pytester.runpytest("--model", str(tiny_llama_dir))
     result.assert_outcomes(passed=1, failed=1)
-    result.stdout.fnmatch_lines(["*TokenizationError: *cases.seqprobe.yaml:5 case 'split': answer ' Mon day' is 2 tokens for*"])
+    result.stdout.fnmatch_lines(
+        ["*TokenizationError: *cases.seqprobe.yaml:5 case 'split': answer ' Mon day' is 2 tokens for*"]
+    )
     assert "([' Mon', ' day']); answers must be one token" in result.stdout.str()
 
 
-def test_unknown_model_is_one_line_listing_known_names(pytester: pytest.Pytester, tiny_llama_dir: Path, ranked: list[str]) -> None:
+def test_unknown_model_is_one_line_listing_known_names(
+    pytester: pytest.Pytester, tiny_llama_dir: Path, ranked: list[str]
+) -> None:
     write_cases(pytester, tiny_llama_dir, ranked)
     result = pytester.runpytest("--model", "smollm3-135m")
     assert result.ret == pytest.ExitCode.TESTS_FAILED

@@ -102,8 +102,8 @@ def test_baseline_lifecycle(pytester: pytest.Pytester, model_dir: Path) -> None:
 
 def test_a_regression_fails_even_a_known_failure(pytester: pytest.Pytester, model_dir: Path) -> None:
     known = CASES.replace(
-        "distractors: [\" Sunday\"]",
-        f"distractors: [\" Sunday\"]\n        expect: {{max_rank: 1}}\n        known_failures: {{\"{model_dir}\": \"random model\"}}",
+        'distractors: [" Sunday"]',
+        f'distractors: [" Sunday"]\n        expect: {{max_rank: 1}}\n        known_failures: {{"{model_dir}": "random model"}}',
     )
     pytester.makefile(".seqprobe.yaml", days=known)
     baseline = pytester.path / "tiny.json"
@@ -118,7 +118,9 @@ def test_missing_baseline_says_how_to_make_one(pytester: pytest.Pytester, model_
     pytester.makefile(".seqprobe.yaml", days=CASES)
     result = run(pytester, model_dir, "--baseline", "nope.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--baseline: results file nope.json does not exist; write it from a run with --update-baseline"])
+    result.stderr.fnmatch_lines(
+        ["*--baseline: results file nope.json does not exist; write it from a run with --update-baseline"]
+    )
 
 
 def test_report_writes_markdown_and_results(pytester: pytest.Pytester, model_dir: Path) -> None:

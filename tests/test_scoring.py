@@ -50,7 +50,9 @@ def test_scores_agree_with_a_plain_forward(tiny_llama_bridge) -> None:
     assert completion.answer.logit == pytest.approx(float(logits[prepared.answer_id]), abs=1e-5)
     assert completion.rank == int((logits >= logits[prepared.answer_id]).sum())
     assert completion.top_k[0].token_id == int(logits.argmax())
-    assert completion.min_logit_diff == pytest.approx(float(logits[prepared.answer_id] - logits[prepared.distractor_ids[0]]), abs=1e-5)
+    assert completion.min_logit_diff == pytest.approx(
+        float(logits[prepared.answer_id] - logits[prepared.distractor_ids[0]]), abs=1e-5
+    )
 
 
 def test_multi_token_answer_names_its_pieces(tiny_llama_bridge) -> None:
