@@ -341,13 +341,15 @@ class SeqprobeSession:
         if self.report_path is not None:
             from seqprobe.report import write_report
 
+            print(file=sys.stderr)  # after pytest's progress dots
+
             files = write_report(
                 results,
                 self.report_path,
                 comparison=comparison,
                 baseline_label=self.baseline_path or "",
                 protect=[self.baseline_path] if self.baseline_path else [],
-                progress=lambda line: print(f"seqprobe: {line}", file=sys.stderr),
+                progress=lambda line: print(line, file=sys.stderr),
             )
             self.summary.append(
                 f"report written: {files.markdown} (results: {files.results}, {len(files.figures)} figures)"

@@ -320,6 +320,8 @@ def _mechanism_section(case: CaseResult, figures_dir: str) -> list[str]:
     if not claims and not figures:
         return []
     lines = [f"#### {markdown_code(_case_name(case.case_id))}", ""]
+    if "metric" in case.details:
+        lines += [markdown_text(str(case.details["metric"])), ""]
     if claims:
         rows = [
             {
