@@ -59,6 +59,10 @@ THRESHOLD_KINDS: dict[str, type] = {
     "min_prob": float,
     "max_rank": int,
     "min_logit_diff": float,
+    # Phrasing families and invariance checks: the share of variants that must pass.
+    "min_pass_rate": float,
+    # Direction checks: how far probability must move, in logits.
+    "min_margin": float,
 }
 
 # Metric name -> allowed tolerance type; baselines compare these (see seqprobe.baseline).
@@ -173,7 +177,7 @@ class CaseKind:
 CASE_KINDS: dict[str, CaseKind] = {}
 
 # Modules that define the built-in kinds besides `completion`; imported on the first parse.
-BUILTIN_KIND_MODULES: tuple[str, ...] = ("seqprobe.families",)
+BUILTIN_KIND_MODULES: tuple[str, ...] = ("seqprobe.mechanism_cases", "seqprobe.families")
 
 COMMON_ENTRY_KEYS = frozenset(
     {"kind", "id", "for_each", "expect", "model_expect", "known_failures", "tolerance", "description"}

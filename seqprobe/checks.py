@@ -10,9 +10,9 @@ becomes that case's `error`, never the whole run's.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from seqprobe.errors import SeqprobeError
 
@@ -38,9 +38,13 @@ class CheckOutcome:
     error: SeqprobeError | None = None
 
 
-# Given the loaded model, the model's name (for per-model expectations) and every selected
-# case of one kind, return an outcome per case id.
-Runner = Callable[["LoadedModel", str, Sequence["Case"]], Mapping[str, CheckOutcome]]
+class Runner(Protocol):
+    """Given the loaded model, its name (for per-model expectations) and every selected case of one
+    kind, return an outcome per case id. `detail` asks for what only a report shows (figures)."""
+
+    def __call__(
+        self, model: LoadedModel, model_name: str, cases: Sequence[Case], *, detail: bool = False
+    ) -> Mapping[str, CheckOutcome]: ...
 
 
 def get_runner(kind: str) -> Runner:
@@ -51,7 +55,9 @@ def get_runner(kind: str) -> Runner:
     return getattr(importlib.import_module(module), function)
 
 
-def run_completion_checks(model: LoadedModel, model_name: str, cases: Sequence[Case]) -> dict[str, CheckOutcome]:
+def run_completion_checks(
+    model: LoadedModel, model_name: str, cases: Sequence[Case], *, detail: bool = False
+) -> dict[str, CheckOutcome]:
     from seqprobe.casefile import CompletionCase
     from seqprobe.scoring import check_expectations, format_completion, prepare_prompt, score_completions
 

@@ -69,8 +69,9 @@ class Evidence:
     sweeps: Mapping[str, SweepResult]
     # Attribution-patching estimates, computed only when a claim asks for them.
     estimates: Mapping[str, SweepResult]
-    lens: LogitLens
-    attribution: DirectAttribution
+    # Computed when a claim or the report needs them.
+    lens: LogitLens | None
+    attribution: DirectAttribution | None
 
 
 @dataclass(frozen=True)
@@ -89,29 +90,35 @@ class ClaimVerdict:
         return {"text": self.text, "value": self.value, "threshold": self.threshold, "passed": self.passed}
 
 
-def gather_evidence(bridge: TransformerBridge, pairs: Sequence[PatchingPair], claims: Sequence[Claim]) -> Evidence:
+def gather_evidence(
+    bridge: TransformerBridge, pairs: Sequence[PatchingPair], claims: Sequence[Claim], *, everything: bool = False
+) -> Evidence:
+    """What the claims need; with `everything`, every sweep and view the report draws."""
     from seqprobe.attribution import attribution_patching, direct_logit_attribution, logit_lens
 
-    runs = prepare_patching(bridge, pairs, sites=SITES)
-    sweeps = {site: runs.sweep(site) for site in SITES}
+    needed = {c.site for c in claims if isinstance(c, PatchClaim) and c.method == "exact"}
+    sites = SITES if everything else tuple(site for site in SITES if site in needed)
     estimated = sorted({c.site for c in claims if isinstance(c, PatchClaim) and c.method == "attribution"})
+    runs = prepare_patching(bridge, pairs, sites=tuple(dict.fromkeys([*sites, *estimated])) or ("resid_pre",))
+    sweeps = {site: runs.sweep(site) for site in sites}
     estimates = attribution_patching(runs, sites=estimated) if estimated else {}
     prompts = [pair.clean for pair in pairs]
     answers = [pair.answer_id for pair in pairs]
     distractors = [pair.distractor_id for pair in pairs]
-    return Evidence(
-        runs=runs,
-        sweeps=sweeps,
-        estimates=estimates,
-        lens=logit_lens(bridge, prompts, answer_ids=answers, distractor_ids=distractors),
-        attribution=direct_logit_attribution(bridge, prompts, answer_ids=answers, distractor_ids=distractors),
-    )
+    lens = attribution = None
+    if everything or any(isinstance(c, LogitLensClaim) for c in claims):
+        lens = logit_lens(bridge, prompts, answer_ids=answers, distractor_ids=distractors)
+    if everything or any(isinstance(c, AttributionClaim) for c in claims):
+        attribution = direct_logit_attribution(bridge, prompts, answer_ids=answers, distractor_ids=distractors)
+    return Evidence(runs=runs, sweeps=sweeps, estimates=estimates, lens=lens, attribution=attribution)
 
 
 def check_claim(claim: Claim, evidence: Evidence, bridge: TransformerBridge) -> ClaimVerdict:
     if isinstance(claim, LogitLensClaim):
+        assert evidence.lens is not None
         return _check_lens(claim, evidence.lens)
     if isinstance(claim, AttributionClaim):
+        assert evidence.attribution is not None
         return _check_attribution(claim, evidence.attribution)
     sweep = (evidence.estimates if claim.method == "attribution" else evidence.sweeps)[claim.site]
     if claim.site in POSITION_SITES:
@@ -296,7 +303,9 @@ def _check_attribution(claim: AttributionClaim, attribution: DirectAttribution) 
 
 
 def figures(evidence: Evidence, *, n_pairs: int) -> list[dict[str, Any]]:
+    """The study's pictures; needs evidence gathered with `everything=True`."""
     sweeps, runs = evidence.sweeps, evidence.runs
+    assert evidence.lens is not None and evidence.attribution is not None
     specs: list[Any] = []
     for site, sweep in sweeps.items():
         position = site in POSITION_SITES
@@ -401,17 +410,20 @@ def _explain(case: PatchingCase, evidence: Evidence, verdicts: Sequence[ClaimVer
         f"answer {case.pairs[0].answer!r} vs distractor {case.pairs[0].distractor!r}",
     ]
     lines += [f"  {'holds' if v.passed else 'FAILS'}: {v.text} — {v.detail}" for v in verdicts]
-    z = evidence.sweeps["z"]
-    order = z.recovery.flatten().argsort(descending=True)[:5]
-    lines.append(
-        "top heads by z recovery: "
-        + ", ".join(f"L{int(i) // z.recovery.shape[1]}H{int(i) % z.recovery.shape[1]} {float(z.recovery.flatten()[i]):.3f}" for i in order)
-    )
+    if "z" in evidence.sweeps:
+        z = evidence.sweeps["z"].recovery
+        order = z.flatten().argsort(descending=True)[:5]
+        lines.append(
+            "top heads by z recovery: "
+            + ", ".join(f"L{int(i) // z.shape[1]}H{int(i) % z.shape[1]} {float(z.flatten()[i]):.3f}" for i in order)
+        )
     return "\n".join(lines)
 
 
-def run_patching_checks(model: LoadedModel, model_name: str, cases: Sequence[Case]) -> dict[str, CheckOutcome]:
-    """The runner of `kind: patching` cases (see seqprobe.checks)."""
+def run_patching_checks(
+    model: LoadedModel, model_name: str, cases: Sequence[Case], *, detail: bool = False
+) -> dict[str, CheckOutcome]:
+    """The runner of `kind: patching` cases (see seqprobe.checks); `detail` adds the report's figures."""
     import sys
 
     outcomes: dict[str, CheckOutcome] = {}
@@ -425,7 +437,7 @@ def run_patching_checks(model: LoadedModel, model_name: str, cases: Sequence[Cas
                 make_pair(bridge, clean=p.clean, corrupted=p.corrupted, answer=p.answer, distractor=p.distractor, where=where)
                 for p in case.pairs
             ]
-            evidence = gather_evidence(bridge, pairs, case.claims)
+            evidence = gather_evidence(bridge, pairs, case.claims, everything=detail)
             verdicts = [check_claim(claim, evidence, bridge) for claim in case.claims]
         except SeqprobeError as error:
             outcomes[case.case_id] = CheckOutcome(prompt=case.pairs[0].clean, answer=case.pairs[0].answer, error=error)
@@ -439,7 +451,7 @@ def run_patching_checks(model: LoadedModel, model_name: str, cases: Sequence[Cas
                 "clean_metric": evidence.runs.clean_metric,
                 "corrupted_metric": evidence.runs.corrupted_metric,
                 "claims": [v.to_json() for v in verdicts],
-                "figures": figures(evidence, n_pairs=len(pairs)),
+                "figures": figures(evidence, n_pairs=len(pairs)) if detail else [],
             },
             prompt=case.pairs[0].clean,
             answer=case.pairs[0].answer,

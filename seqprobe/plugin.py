@@ -270,7 +270,9 @@ class SeqprobeSession:
             if case not in pending:
                 pending.append(case)
             print(f"\nseqprobe: running {len(pending)} {case.kind} case(s) on {self.model_name}", file=sys.stderr)
-            self.outcomes.update(get_runner(case.kind)(self.model, self.model_name, pending))
+            self.outcomes.update(
+                get_runner(case.kind)(self.model, self.model_name, pending, detail=self.report_path is not None)
+            )
         return self.outcomes[case.case_id]
 
     def record(self, item: CaseItem, report: pytest.TestReport) -> None:
