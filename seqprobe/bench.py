@@ -1,0 +1,275 @@
+"""`seqprobe bench`: seqprobe's patching engine against transformer_lens.patching, side by side.
+
+Both tools run the study's whole grid — the six sweeps of `seqprobe.patching.SITES` on its four
+day-of-the-week pairs — in one process, on the same model, prompts and metric. Each tool's time
+includes the runs it has to cache first (seqprobe: the clean and corrupted runs; transformer_lens:
+`run_with_cache` on the clean prompts and the unpatched corrupted run that recovery is measured
+from). Printed: both wall times per sweep and in total, their ratio, and the largest absolute
+difference between the two recovery grids. A benchmark, not a test: nothing here asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+import torch
+from torch import Tensor
+
+from seqprobe.patching import SITES, PatchingPair, logit_diff_metric, make_pair, prepare_patching
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = [
+    "STUDY_PAIRS",
+    "BenchResult",
+    "SweepTiming",
+    "main",
+    "reference_hook_names",
+    "reference_sweep",
+    "run_benchmark",
+    "study_pairs",
+    "transformer_lens_sweeps",
+]
+
+DEFAULT_MODEL = "smollm2-135m"
+
+# (clean day, its answer, corrupted day, the distractor: the corrupted prompt's own answer).
+_STUDY_DAYS = (
+    ("Sunday", " Monday", "Tuesday", " Wednesday"),
+    ("Friday", " Saturday", "Thursday", " Friday"),
+    ("Thursday", " Friday", "Saturday", " Sunday"),
+    ("Monday", " Tuesday", "Wednesday", " Thursday"),
+)
+_TEMPLATE = "Today it is {}, tomorrow it is"
+# The study's four pairs as (clean, corrupted, answer, distractor).
+STUDY_PAIRS: tuple[tuple[str, str, str, str], ...] = tuple(
+    (_TEMPLATE.format(clean), _TEMPLATE.format(corrupted), answer, distractor)
+    for clean, answer, corrupted, distractor in _STUDY_DAYS
+)
+
+
+def study_pairs(bridge: TransformerBridge) -> list[PatchingPair]:
+    """The study's pairs tokenized for `bridge` (errors if an answer is not one token there)."""
+    return [
+        make_pair(bridge, clean=clean, corrupted=corrupted, answer=answer, distractor=distractor, where="bench")
+        for clean, corrupted, answer, distractor in STUDY_PAIRS
+    ]
+
+
+def reference_sweep(
+    bridge: TransformerBridge,
+    pairs: Sequence[PatchingPair],
+    site: str,
+    *,
+    clean_cache: Any,
+    clean_metric: float,
+    corrupted_metric: float,
+) -> Tensor:
+    """transformer_lens.patching's recovery grid for `site`, with seqprobe's metric."""
+    corrupted = torch.stack([pair.corrupted for pair in pairs]).to(bridge.cfg.device)
+
+    def metric(logits: Tensor) -> Tensor:
+        return (logit_diff_metric(logits, pairs) - corrupted_metric) / (clean_metric - corrupted_metric)
+
+    with torch.inference_mode():
+        return transformer_lens_sweeps()[site](bridge, corrupted, clean_cache, metric).float().cpu()
+
+
+def transformer_lens_sweeps() -> dict[str, Callable[..., Tensor]]:
+    """The transformer_lens.patching function each seqprobe site equals."""
+    import transformer_lens.patching as tl_patching
+
+    return {
+        "resid_pre": tl_patching.get_act_patch_resid_pre,
+        "attn_out": tl_patching.get_act_patch_attn_out,
+        "mlp_out": tl_patching.get_act_patch_mlp_out,
+        "z": tl_patching.get_act_patch_attn_head_out_all_pos,
+        "v": tl_patching.get_act_patch_attn_head_v_all_pos,
+        "pattern": tl_patching.get_act_patch_attn_head_pattern_all_pos,
+    }
+
+
+def reference_hook_names(n_layers: int, sites: Sequence[str]) -> list[str]:
+    """The bridge hooks transformer_lens's sweeps of `sites` read from the clean cache."""
+    hooks = {
+        "resid_pre": "blocks.{}.hook_resid_pre",
+        "attn_out": "blocks.{}.hook_attn_out",
+        "mlp_out": "blocks.{}.hook_mlp_out",
+        "z": "blocks.{}.attn.hook_z",
+        "v": "blocks.{}.attn.hook_v",
+        "pattern": "blocks.{}.attn.hook_pattern",
+    }
+    return [hooks[site].format(layer) for site in sites for layer in range(n_layers)]
+
+
+@dataclass(frozen=True)
+class SweepTiming:
+    """One row of the benchmark: a sweep (or "setup", the cached runs) timed in both tools."""
+
+    site: str
+    seqprobe_seconds: float
+    transformer_lens_seconds: float
+    # Largest |seqprobe − transformer_lens| over the sweep's recovery grid; 0 for setup.
+    max_abs_diff: float
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    model: str
+    device: str
+    # "setup" first, then one row per sweep.
+    rows: tuple[SweepTiming, ...]
+
+    @property
+    def seqprobe_seconds(self) -> float:
+        return sum(row.seqprobe_seconds for row in self.rows)
+
+    @property
+    def transformer_lens_seconds(self) -> float:
+        return sum(row.transformer_lens_seconds for row in self.rows)
+
+    @property
+    def speedup(self) -> float:
+        return self.transformer_lens_seconds / self.seqprobe_seconds
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(row.max_abs_diff for row in self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "device": self.device,
+            "seqprobe_seconds": self.seqprobe_seconds,
+            "transformer_lens_seconds": self.transformer_lens_seconds,
+            "speedup": self.speedup,
+            "max_abs_diff": self.max_abs_diff,
+            "sweeps": {
+                row.site: {
+                    "seqprobe_seconds": row.seqprobe_seconds,
+                    "transformer_lens_seconds": row.transformer_lens_seconds,
+                    "speedup": row.transformer_lens_seconds / row.seqprobe_seconds,
+                    "max_abs_diff": row.max_abs_diff,
+                }
+                for row in self.rows
+            },
+        }
+
+    def format(self) -> str:
+        from tabulate import tabulate
+
+        table = [
+            [row.site, f"{row.seqprobe_seconds:.2f}", f"{row.transformer_lens_seconds:.2f}",
+             f"{row.transformer_lens_seconds / row.seqprobe_seconds:.1f}x", f"{row.max_abs_diff:.1e}"]
+            for row in self.rows
+        ]  # fmt: skip
+        table.append(
+            ["total", f"{self.seqprobe_seconds:.2f}", f"{self.transformer_lens_seconds:.2f}",
+             f"{self.speedup:.1f}x", f"{self.max_abs_diff:.1e}"]
+        )  # fmt: skip
+        headers = ["sweep", "seqprobe s", "transformer_lens s", "speedup", "max |diff|"]
+        return f"{self.model} on {self.device}\n" + tabulate(table, headers=headers, disable_numparse=True)
+
+
+def run_benchmark(
+    bridge: TransformerBridge,
+    pairs: Sequence[PatchingPair],
+    *,
+    model: str,
+    sites: Sequence[str] = SITES,
+    progress: TextIO | None = sys.stderr,
+) -> BenchResult:
+    """Time each sweep of `sites` in seqprobe and in transformer_lens, and compare the grids.
+
+    The two tools alternate sweep by sweep, so a change in the machine's load during the run
+    falls on both rather than on whichever ran second.
+    """
+    device = str(bridge.cfg.device)
+
+    def say(message: str) -> None:
+        if progress is not None:
+            print(message, file=progress, flush=True)
+
+    def timed(tool: str, step: str, work: Callable[[], Any]) -> tuple[float, Any]:
+        say(f"{tool}: {step} ...")
+        start = _clock(device)
+        result = work()
+        seconds = _clock(device) - start
+        say(f"{tool}: {step} took {seconds:.2f} s")
+        return seconds, result
+
+    clean = torch.stack([pair.clean for pair in pairs]).to(device)
+    corrupted = torch.stack([pair.corrupted for pair in pairs]).to(device)
+    with torch.inference_mode():
+        bridge(corrupted)  # warm-up, for both tools: first calls pay one-off allocation costs
+
+    def reference_setup() -> tuple[Any, float, float]:
+        with torch.inference_mode():
+            hooks = reference_hook_names(bridge.cfg.n_layers, sites)
+            clean_logits, clean_cache = bridge.run_with_cache(clean, names_filter=hooks)
+            return (
+                clean_cache,
+                float(logit_diff_metric(clean_logits, pairs)),
+                float(logit_diff_metric(bridge(corrupted), pairs)),
+            )
+
+    setup = "setup (cache the runs)"
+    ours_setup, runs = timed("seqprobe", setup, lambda: prepare_patching(bridge, pairs, sites=sites))
+    theirs_setup, (clean_cache, clean_metric, corrupted_metric) = timed("transformer_lens", setup, reference_setup)
+    rows = [SweepTiming("setup", ours_setup, theirs_setup, 0.0)]
+    for site in sites:
+        ours, grid = timed("seqprobe", f"{site} sweep", lambda site=site: runs.sweep(site).recovery)
+        theirs, expected = timed(
+            "transformer_lens",
+            f"{site} sweep",
+            lambda site=site: reference_sweep(
+                bridge,
+                pairs,
+                site,
+                clean_cache=clean_cache,
+                clean_metric=clean_metric,
+                corrupted_metric=corrupted_metric,
+            ),
+        )
+        rows.append(SweepTiming(site, ours, theirs, float((grid - expected).abs().max())))
+    return BenchResult(model=model, device=device, rows=tuple(rows))
+
+
+def _clock(device: str) -> float:
+    """Wall time, after the device has finished the work queued so far."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`seqprobe bench [--model NAME] [--device DEV] [--json]`."""
+    from seqprobe.errors import SeqprobeError
+    from seqprobe.models import load_model
+
+    parser = argparse.ArgumentParser(
+        prog="seqprobe bench",
+        description="Run the study's patching grid with seqprobe and with transformer_lens.patching; "
+        "print both wall times, the speedup and the largest difference between their results.",
+    )
+    parser.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"model name, folder or .gguf (default: {DEFAULT_MODEL})"
+    )
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, auto (default: cpu)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        loaded = load_model(args.model, device=args.device)
+        result = run_benchmark(loaded.bridge, study_pairs(loaded.bridge), model=args.model)
+    except SeqprobeError as error:
+        print(f"seqprobe bench: {type(error).__name__}: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(result.to_json(), indent=2) if args.json else result.format())
+    return 0

@@ -1,0 +1,52 @@
+"""`seqprobe bench`: the shape of its result and its JSON, on a tiny model (no timing assertions)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from seqprobe.bench import STUDY_PAIRS, BenchResult, SweepTiming, run_benchmark, study_pairs
+from tests._sharp_models import sharp_bridge
+
+
+def test_study_pairs_are_the_studys_four_with_the_corrupted_answer_as_distractor() -> None:
+    assert STUDY_PAIRS[0] == (
+        "Today it is Sunday, tomorrow it is",
+        "Today it is Tuesday, tomorrow it is",
+        " Monday",
+        " Wednesday",
+    )
+    assert [pair[2] for pair in STUDY_PAIRS] == [" Monday", " Saturday", " Friday", " Tuesday"]
+    assert [pair[3] for pair in STUDY_PAIRS] == [" Wednesday", " Friday", " Sunday", " Thursday"]
+
+
+def test_run_benchmark_times_every_sweep_in_both_tools(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    bridge = sharp_bridge("llama", tmp_path)
+    progress = io.StringIO()
+    sites = ("mlp_out", "v")  # a position sweep and a head sweep keep transformer_lens's part short
+    result = run_benchmark(bridge, study_pairs(bridge), model="tiny-llama", sites=sites, progress=progress)
+    assert [row.site for row in result.rows] == ["setup", *sites]
+    assert all(row.seqprobe_seconds > 0 and row.transformer_lens_seconds > 0 for row in result.rows)
+    assert result.max_abs_diff < 1e-4
+    assert "transformer_lens: mlp_out sweep" in progress.getvalue()
+    table = result.format()
+    assert table.splitlines()[0] == "tiny-llama on cpu"
+    assert "total" in table and "speedup" in table
+
+
+def test_bench_json_has_the_issue_keys_and_per_sweep_figures() -> None:
+    rows = (SweepTiming("setup", 0.5, 1.0, 0.0), SweepTiming("resid_pre", 1.5, 29.0, 2e-6))
+    data = json.loads(json.dumps(BenchResult(model="m", device="cpu", rows=rows).to_json()))
+    assert {"seqprobe_seconds", "transformer_lens_seconds", "speedup", "max_abs_diff"} <= data.keys()
+    assert data["seqprobe_seconds"] == pytest.approx(2.0)
+    assert data["transformer_lens_seconds"] == pytest.approx(30.0)
+    assert data["speedup"] == pytest.approx(15.0)
+    assert data["max_abs_diff"] == pytest.approx(2e-6)
+    assert data["sweeps"]["resid_pre"] == {
+        "seqprobe_seconds": 1.5,
+        "transformer_lens_seconds": 29.0,
+        "speedup": pytest.approx(29.0 / 1.5),
+        "max_abs_diff": 2e-6,
+    }
