@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 from torch import Tensor
 
+from seqprobe import DEFAULT_MODEL
 from seqprobe.patching import SITES, PatchingPair, logit_diff_metric, make_pair, prepare_patching
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ __all__ = [
     "transformer_lens_sweeps",
 ]
 
-DEFAULT_MODEL = "smollm2-135m"
 
 # (clean day, its answer, corrupted day, the distractor: the corrupted prompt's own answer).
 _STUDY_DAYS = (
