@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -126,6 +127,11 @@ class BenchResult:
     device: str
     # "setup" first, then one row per sweep.
     rows: tuple[SweepTiming, ...]
+    # The machine's 1-minute load average at the start and the end (None where the OS has none;
+    # the end includes this run's own torch threads). Other work on the CPU slows
+    # transformer_lens's many small operations far more than seqprobe's few large ones, so
+    # figures from a busy machine overstate the speedup.
+    load_average: tuple[float, float] | None = None
 
     @property
     def seqprobe_seconds(self) -> float:
@@ -151,6 +157,7 @@ class BenchResult:
             "transformer_lens_seconds": self.transformer_lens_seconds,
             "speedup": self.speedup,
             "max_abs_diff": self.max_abs_diff,
+            "load_average": list(self.load_average) if self.load_average else None,
             "sweeps": {
                 row.site: {
                     "seqprobe_seconds": row.seqprobe_seconds,
@@ -175,7 +182,11 @@ class BenchResult:
              f"{self.speedup:.1f}x", f"{self.max_abs_diff:.1e}"]
         )  # fmt: skip
         headers = ["sweep", "seqprobe s", "transformer_lens s", "speedup", "max |diff|"]
-        return f"{self.model} on {self.device}\n" + tabulate(table, headers=headers, disable_numparse=True)
+        lines = [f"{self.model} on {self.device}", tabulate(table, headers=headers, disable_numparse=True)]
+        if self.load_average:
+            start, end = self.load_average
+            lines.append(f"load average (1 min) at start {start:.2f}, at end {end:.2f}")
+        return "\n".join(lines)
 
 
 def run_benchmark(
@@ -192,6 +203,7 @@ def run_benchmark(
     falls on both rather than on whichever ran second.
     """
     device = str(bridge.cfg.device)
+    load_at_start = _load_average()
 
     def say(message: str) -> None:
         if progress is not None:
@@ -239,7 +251,16 @@ def run_benchmark(
             ),
         )
         rows.append(SweepTiming(site, ours, theirs, float((grid - expected).abs().max())))
-    return BenchResult(model=model, device=device, rows=tuple(rows))
+    load_at_end = _load_average()
+    loads = (load_at_start, load_at_end) if load_at_start is not None and load_at_end is not None else None
+    return BenchResult(model=model, device=device, rows=tuple(rows), load_average=loads)
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on Windows
+        return None
 
 
 def _clock(device: str) -> float:

@@ -34,6 +34,8 @@ def test_run_benchmark_times_every_sweep_in_both_tools(tmp_path) -> None:  # typ
     table = result.format()
     assert table.splitlines()[0] == "tiny-llama on cpu"
     assert "total" in table and "speedup" in table
+    assert result.load_average is not None  # Linux has a load average
+    assert table.splitlines()[-1].startswith("load average (1 min) at start ")
 
 
 def test_bench_json_has_the_issue_keys_and_per_sweep_figures() -> None:
@@ -44,6 +46,7 @@ def test_bench_json_has_the_issue_keys_and_per_sweep_figures() -> None:
     assert data["transformer_lens_seconds"] == pytest.approx(30.0)
     assert data["speedup"] == pytest.approx(15.0)
     assert data["max_abs_diff"] == pytest.approx(2e-6)
+    assert data["load_average"] is None
     assert data["sweeps"]["resid_pre"] == {
         "seqprobe_seconds": 1.5,
         "transformer_lens_seconds": 29.0,
