@@ -161,7 +161,7 @@ class DirectAttribution:
 
 def direct_logit_attribution(
     bridge: TransformerBridge,
-    prompts: Sequence[Int[Tensor, " pos"]],
+    prompts: Sequence[Int[Tensor, " pos"] | Sequence[int]],
     *,
     answer_ids: Sequence[int],
     distractor_ids: Sequence[int],
@@ -228,7 +228,7 @@ class LogitLens:
 
 def logit_lens(
     bridge: TransformerBridge,
-    prompts: Sequence[Int[Tensor, " pos"]],
+    prompts: Sequence[Int[Tensor, " pos"] | Sequence[int]],
     *,
     answer_ids: Sequence[int],
     distractor_ids: Sequence[int],
@@ -249,7 +249,7 @@ def logit_lens(
 
 def _prompts(
     forward: ResumableForward,
-    prompts: Sequence[Int[Tensor, " pos"]],
+    prompts: Sequence[Int[Tensor, " pos"] | Sequence[int]],
     answer_ids: Sequence[int],
     distractor_ids: Sequence[int],
 ) -> list[tuple[Int[Tensor, " pos"], Int[Tensor, " 2"]]]:
@@ -260,6 +260,6 @@ def _prompts(
         )
     device = forward.device
     return [
-        (tokens.to(device), torch.tensor([answer, distractor], device=device))
+        (torch.as_tensor(tokens, device=device), torch.tensor([answer, distractor], device=device))
         for tokens, answer, distractor in zip(prompts, answer_ids, distractor_ids, strict=True)
     ]
