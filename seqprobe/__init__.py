@@ -29,6 +29,18 @@ _EXPORTS: dict[str, str] = {
     "LoadedModel": "seqprobe.models",
     "ModelInfo": "seqprobe.models",
     "KNOWN_MODELS": "seqprobe.models",
+    "PatchingPair": "seqprobe.patching",
+    "PatchingRuns": "seqprobe.patching",
+    "SweepResult": "seqprobe.patching",
+    "make_pair": "seqprobe.patching",
+    "prepare_patching": "seqprobe.patching",
+    "patch_sweep": "seqprobe.patching",
+    "logit_diff_metric": "seqprobe.patching",
+    "recovery": "seqprobe.patching",
+    "attribution_patching": "seqprobe.attribution",
+    "direct_logit_attribution": "seqprobe.attribution",
+    "logit_lens": "seqprobe.attribution",
+    "agreement": "seqprobe.attribution",
 }
 
 __all__ = ["DEFAULT_MODEL", "__version__", *_EXPORTS]
@@ -43,6 +55,7 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from seqprobe.attribution import agreement, attribution_patching, direct_logit_attribution, logit_lens
     from seqprobe.errors import (
         BaselineError,
         CaseFileError,
@@ -53,4 +66,14 @@ if TYPE_CHECKING:
         WeightsIntegrityError,
     )
     from seqprobe.models import KNOWN_MODELS, LoadedModel, ModelInfo, load_model
+    from seqprobe.patching import (
+        PatchingPair,
+        PatchingRuns,
+        SweepResult,
+        logit_diff_metric,
+        make_pair,
+        patch_sweep,
+        prepare_patching,
+        recovery,
+    )
     from seqprobe.results import CaseResult, RunResults

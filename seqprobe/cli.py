@@ -4,6 +4,7 @@
     seqprobe report [CASES ...] [--out reports/NAME.md] [--model NAME] [-- PYTEST ARGS]
     seqprobe compare OLD.json NEW.json [--out diff.md]
     seqprobe bench [--model NAME] [--device DEV] [--json]
+    seqprobe ablate MODEL L23H3 [L6H1 ...] --out FOLDER
 
 Each subcommand imports what it needs when it runs, so `seqprobe --help` is instant.
 """
@@ -71,6 +72,14 @@ def _report(args: argparse.Namespace, pytest_args: list[str]) -> int:
     )
 
 
+def _ablate(args: argparse.Namespace) -> int:
+    from seqprobe.ablation import save_ablated_copy
+
+    out = save_ablated_copy(args.model, args.heads, args.out)
+    print(f"wrote {out}: {args.model} with {', '.join(args.heads)} zero-ablated; test it with --model {out}")
+    return 0
+
+
 def _compare(argv: list[str]) -> int:
     from seqprobe.compare import compare_main
 
@@ -108,6 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.add_argument("--out", default=None, help="report path (default: reports/MODEL.md)")
     _add_model_options(report)
 
+    ablate = commands.add_parser(
+        "ablate", help="save a copy of a model with attention heads zeroed (a damaged model for baselines)"
+    )
+    ablate.add_argument("model", help="model name, hub name or folder, as for --model")
+    ablate.add_argument("heads", nargs="+", help="heads to zero, e.g. L23H3")
+    ablate.add_argument("--out", required=True, help="new folder for the copy (must not exist, or be empty)")
+
     commands.add_parser("compare", help="diff two results files; exits 1 when anything regressed", add_help=False)
     commands.add_parser(
         "bench", help="time seqprobe's patching engine against transformer_lens.patching", add_help=False
@@ -123,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "prompt":
             return _prompt(args)
+        if args.command == "ablate":
+            return _ablate(args)
         args.out = args.out or f"reports/{args.model.replace('/', '_')}.md"
         return _report(args, pytest_args)
     except SeqprobeError as error:

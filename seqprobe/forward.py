@@ -117,6 +117,14 @@ class ResumableForward:
         flat = z.reshape(*z.shape[:-2], self.n_heads * self.d_head)  # [*batch pos head*d_head]
         return self._attention(layer).o_proj(flat)
 
+    def zero_head(self, layer: int, head: int) -> None:
+        """Ablate a head in the weights: zero its slice of the output projection, so it writes nothing."""
+        with torch.no_grad():
+            self._attention(layer).o_proj.weight[:, self._head_slice(head)] = 0.0  # [d_model head*d_head]
+
+    def _head_slice(self, head: int) -> slice:
+        return slice(head * self.d_head, (head + 1) * self.d_head)
+
     def mlp_output(self, layer: int, resid_mid: Float[Tensor, "*batch pos d_model"]) -> Tensor:
         """What the MLP sublayer adds to the residual stream."""
         block = self.layers[layer]
@@ -292,6 +300,10 @@ class _GPT2Forward(ResumableForward):
     def attention_output(self, layer: int, z: Tensor) -> Tensor:
         flat = z.reshape(*z.shape[:-2], self.d_model)  # [*batch pos head*d_head]
         return self.layers[layer].attn.c_proj(flat)
+
+    def zero_head(self, layer: int, head: int) -> None:
+        with torch.no_grad():
+            self.layers[layer].attn.c_proj.weight[self._head_slice(head), :] = 0.0  # Conv1D: [head*d_head d_model]
 
     def mlp_output(self, layer: int, resid_mid: Tensor) -> Tensor:
         block = self.layers[layer]

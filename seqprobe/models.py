@@ -56,6 +56,7 @@ __all__ = [
     "load_model",
     "parse_dtype",
     "resolve_device",
+    "weights_location",
 ]
 
 
@@ -188,6 +189,11 @@ def load_model(
         device=str(next(bridge.original_model.parameters()).device),
     )
     return LoadedModel(bridge=bridge, info=info)
+
+
+def weights_location(name: str) -> str:
+    """The folder (or hub id) `name`'s weights load from, fetching and dequantizing a known model if needed."""
+    return _resolve(name).target
 
 
 def resolve_device(device: str | None) -> str:

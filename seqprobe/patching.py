@@ -154,8 +154,8 @@ def _pieces(bridge: TransformerBridge, ids: Sequence[int]) -> list[str]:
 def logit_diff(
     answer_logits: Float[Tensor, "*cell pair"], distractor_logits: Float[Tensor, "*cell pair"]
 ) -> Float[Tensor, "*cell"]:
-    """THE metric: logit(answer) − logit(distractor), averaged over the pairs."""
-    return (answer_logits - distractor_logits).mean(dim=-1)
+    """THE metric: logit(answer) − logit(distractor), averaged over the pairs; float32 whatever the model's dtype."""
+    return (answer_logits.float() - distractor_logits.float()).mean(dim=-1)
 
 
 def logit_diff_metric(logits: Float[Tensor, "pair pos vocab"], pairs: Sequence[PatchingPair]) -> Float[Tensor, ""]:

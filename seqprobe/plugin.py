@@ -38,6 +38,7 @@ OPTION_BASELINE = "--baseline"
 OPTION_UPDATE_BASELINE = "--update-baseline"
 OPTION_TOLERANCE = "--tolerance"
 OPTION_ACROSS_MODELS = "--compare-across-models"
+OPTION_AS_MODEL = "--as-model"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -79,6 +80,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         default=False,
         help="compare with a --baseline made by a differently named model (e.g. a fine-tuned or damaged copy in a folder)",
+    )
+    group.addoption(
+        OPTION_AS_MODEL,
+        default=None,
+        metavar="NAME",
+        help="hold the model to NAME's known failures and per-model expectations "
+        "(for a fine-tuned, quantized or damaged copy of NAME loaded from a folder; default: --model)",
     )
     group.addoption(
         OPTION_TOLERANCE,
@@ -155,6 +163,8 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     except (SeqprobeError, OSError) as error:
         state.summary.append(f"ERROR: seqprobe could not write its files: {type(error).__name__}: {error}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if state.compared_nothing:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -188,6 +198,8 @@ class SeqprobeSession:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.model_name: str = config.getoption(OPTION_MODEL, DEFAULT_MODEL)
+        # Whose known failures and per-model expectations apply: a copy of a model answers to its original's.
+        self.expectations_of: str = config.getoption(OPTION_AS_MODEL, None) or self.model_name
         self.selected: list[CaseItem] = []
         self.outcomes: dict[str, CheckOutcome] = {}
         self.results: list[CaseResult] = []
@@ -202,6 +214,8 @@ class SeqprobeSession:
         self._model: LoadedModel | None = None
         self._load_error: Exception | None = None
         self._baseline: RunResults | None = None
+        # A baseline was given but matched none of this run's case files: the run must not pass.
+        self.compared_nothing = False
 
     @property
     def comparing(self) -> bool:
@@ -275,7 +289,7 @@ class SeqprobeSession:
                 pending.append(case)
             print(f"\nseqprobe: running {len(pending)} {case.kind} case(s) on {self.model_name}", file=sys.stderr)
             self.outcomes.update(
-                get_runner(case.kind)(self.model, self.model_name, pending, detail=self.report_path is not None)
+                get_runner(case.kind)(self.model, self.expectations_of, pending, detail=self.report_path is not None)
             )
         return self.outcomes[case.case_id]
 
@@ -308,7 +322,7 @@ class SeqprobeSession:
             prompt=outcome.prompt,
             answer=outcome.answer,
             failures=tuple(outcome.failures),
-            known_failure=item.case.known_failure_for(self.model_name),
+            known_failure=item.case.known_failure_for(self.expectations_of),
             details=dict(outcome.details),
             lower_is_better=tuple(outcome.lower_is_better),
         )
@@ -336,8 +350,12 @@ class SeqprobeSession:
         if self.comparing:
             from seqprobe.baseline import compare_runs, summary_lines
 
+            baseline = self._baseline_for(results)
+            if self.baseline.cases and not baseline.cases:
+                self.summary.append(self._nothing_compared(results))
+                self.compared_nothing = True
             comparison = compare_runs(
-                self._baseline_for(results),
+                baseline,
                 results,
                 tolerances=self.cli_tolerances,
                 case_tolerances={item.case.case_id: self.tolerances_for(item.case) for item in self.selected},
@@ -360,6 +378,20 @@ class SeqprobeSession:
             self.summary.append(
                 f"report written: {files.markdown} (results: {files.results}, {len(files.figures)} figures)"
             )
+
+    def _nothing_compared(self, results: RunResults) -> str:
+        """Why a baseline with cases matched none of this run's files, and how to fix it."""
+        from seqprobe.baseline import case_file_of
+
+        ours = sorted(results.case_files)[0]
+        theirs = case_file_of(self.baseline.cases[0].case_id)
+        return (
+            f"ERROR: nothing was compared: none of this run's case files is in the baseline {self.baseline_path} "
+            f"(this run has {ours!r}, the baseline {theirs!r}). Case ids are paths relative to pytest's rootdir, "
+            f"here {self.config.rootpath}. Put a pytest config file (pytest.ini, or [tool.pytest.ini_options] in "
+            "pyproject.toml) in the project root the baseline was made in: without one, pytest picks the rootdir "
+            "from the paths on the command line, a --model folder's included"
+        )
 
     def _baseline_for(self, results: RunResults) -> RunResults:
         """The baseline restricted to the case files this run collected.
@@ -412,7 +444,7 @@ class SuiteCollector(pytest.Collector):
         self.suite_name = suite_name
 
     def collect(self) -> Iterator[CaseItem]:
-        model_name = self.config.stash[state_key].model_name
+        model_name = self.config.stash[state_key].expectations_of
         suite = next(s for s in self.case_file.suites if s.name == self.suite_name)
         for case in suite.cases:
             item = CaseItem.from_parent(self, name=case.name, case=case)

@@ -139,7 +139,9 @@ def test_one_head_patched_together_equals_its_sweep_cell(sharp, site: str) -> No
         )
 
 
-def test_patching_case_through_the_plugin(pytester: pytest.Pytester, tmp_path) -> None:
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_patching_case_through_the_plugin(pytester: pytest.Pytester, tmp_path, dtype: str) -> None:
+    """Claims, messages and every figure's sweep; in bfloat16 too, where the metric stays float32."""
     model_dir = tmp_path / "sharp-llama"
     BUILDERS["llama"]().save_pretrained(model_dir)
     build_tiny_tokenizer().save_pretrained(model_dir)
@@ -163,7 +165,9 @@ def test_patching_case_through_the_plugin(pytester: pytest.Pytester, tmp_path) -
             """
         ),
     )
-    result = pytester.runpytest("--model", str(model_dir), "--report", "r.md", "-p", "no:cacheprovider")
+    result = pytester.runpytest(
+        "--model", str(model_dir), "--dtype", dtype, "--report", "r.md", "-p", "no:cacheprovider"
+    )  # fmt: skip
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [

@@ -84,6 +84,18 @@ def test_outcomes_and_failure_text(pytester: pytest.Pytester, tiny_llama_dir: Pa
     )
 
 
+def test_a_copy_answers_to_its_originals_known_failures(
+    pytester: pytest.Pytester, tiny_llama_dir: Path, ranked: list[str]
+) -> None:
+    """A folder holding a copy of "tiny-base" is held to tiny-base's records only when asked."""
+    write_cases(pytester, Path("tiny-base"), ranked)
+    as_copy = pytester.runpytest("--model", str(tiny_llama_dir), "--as-model", "tiny-base", "-rxX")
+    as_copy.assert_outcomes(passed=1, failed=1, xfailed=1, xpassed=1)
+    as_copy.stdout.fnmatch_lines(["*XFAIL*known-failure*known failure of tiny-base: the tiny model is random*"])
+    as_itself = pytester.runpytest("--model", str(tiny_llama_dir))
+    as_itself.assert_outcomes(passed=2, failed=2)
+
+
 def test_collect_only_loads_no_model(pytester: pytest.Pytester, tiny_llama_dir: Path, ranked: list[str]) -> None:
     write_cases(pytester, tiny_llama_dir, ranked)
     result = pytester.runpytest("--collect-only", "-q", "--model", "no-such-model")

@@ -140,3 +140,24 @@ def test_update_baseline_needs_a_file(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--update-baseline")
     result.stderr.fnmatch_lines(["*--update-baseline needs --baseline FILE*"])
     assert result.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_a_baseline_that_matches_no_case_file_fails_the_run_and_says_why(
+    pytester: pytest.Pytester, model_dir: Path
+) -> None:
+    """Case ids are relative to pytest's rootdir; one that moved would otherwise compare nothing and pass."""
+    pytester.makefile(".seqprobe.yaml", days=CASES)
+    baseline = pytester.path / "tiny.json"
+    run(pytester, model_dir, "--rootdir", str(pytester.path), "--baseline", str(baseline), "--update-baseline")
+
+    moved = run(pytester, model_dir, "--rootdir", str(pytester.path.parent), "--baseline", str(baseline))
+    moved.assert_outcomes(passed=1)
+    assert moved.ret == pytest.ExitCode.TESTS_FAILED
+    moved.stdout.fnmatch_lines(
+        [
+            "ERROR: nothing was compared: none of this run's case files is in the baseline *tiny.json "
+            f"(this run has '{pytester.path.name}/days.seqprobe.yaml', the baseline 'days.seqprobe.yaml'). "
+            f"Case ids are paths relative to pytest's rootdir, here {pytester.path.parent}. Put a pytest config *",
+            "1 new (1 case)",
+        ]
+    )
