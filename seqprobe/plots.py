@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
@@ -59,6 +60,10 @@ COLORMAP = "RdBu"
 MAX_TICK_LABELS = 40
 # Scatter plots name this many heads, the furthest from the origin; the rest would overlap.
 SCATTER_LABELS = 8
+# Labelled points closer than this fraction of the axis range get one label between them.
+LABEL_MERGE_DISTANCE = 0.03
+# Characters per title line: what the narrowest figure (6.5 in) fits at matplotlib's default size.
+TITLE_WIDTH = 60
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,9 +291,20 @@ def _draw_scatter(spec: ScatterSpec) -> Figure:
     axes.scatter(spec.x, spec.y, s=18, color="#2166ac", alpha=0.8)
     points = [i for i in range(len(spec.x)) if math.isfinite(math.hypot(spec.x[i], spec.y[i]))]
     furthest = sorted(points, key=lambda i: -math.hypot(spec.x[i], spec.y[i]))[:SCATTER_LABELS]
+    # Points that (nearly) coincide share one label: on grouped-query models the query heads of one
+    # key/value head have the same value-patching recovery, and often the same output recovery too.
+    near = LABEL_MERGE_DISTANCE * limit
+    groups: list[list[int]] = []
     for i in furthest:
+        group = next((g for g in groups if math.dist(_xy(spec, g[0]), _xy(spec, i)) < near), None)
+        if group is None:
+            groups.append([i])
+        else:
+            group.append(i)
+    for members in groups:
+        i = min(members)
         axes.annotate(
-            _text(spec.point_labels[i]),
+            ", ".join(_text(spec.point_labels[m]) for m in sorted(members)),
             (spec.x[i], spec.y[i]),
             xytext=(4, 4),
             textcoords="offset points",
@@ -330,6 +346,10 @@ def _draw_attention(spec: AttentionSpec) -> Figure:
     return figure
 
 
+def _xy(spec: ScatterSpec, i: int) -> tuple[float, float]:
+    return spec.x[i], spec.y[i]
+
+
 def _diverging(values: Any, *, limit: float | None = None) -> dict[str, Any]:
     """imshow arguments for RdBu centred at 0, symmetric about the largest |value|; NaN is grey."""
     import matplotlib
@@ -355,7 +375,8 @@ def _ticks(axes: Axes, axis: str, labels: Sequence[str], *, rotate: bool = False
 
 
 def _labels(axes: Axes, title: str, x_label: str, y_label: str) -> None:
-    axes.set_title(_text(title))
+    # Titles say how to read the plot, so they run long; wrapped, the narrowest figure shows them whole.
+    axes.set_title("\n".join(textwrap.wrap(_text(title), width=TITLE_WIDTH)))
     axes.set_xlabel(_text(x_label))
     axes.set_ylabel(_text(y_label))
 

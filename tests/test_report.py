@@ -454,3 +454,22 @@ def test_importing_the_report_modules_loads_neither_matplotlib_nor_pandas() -> N
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
+
+
+def test_coinciding_scatter_points_share_one_label_and_long_titles_wrap() -> None:
+    from seqprobe.plots import TITLE_WIDTH, _draw_scatter
+
+    spec = ScatterSpec(
+        name="z_vs_v",
+        title="head output vs value patching (near y = x: the head moves the information it reads)",
+        # L2H1 and L2H2 read the same key/value head: one point, as on grouped-query models.
+        x=(0.77, 0.77, 0.1, 0.0),
+        y=(-0.01, -0.012, 0.8, 0.0),
+        point_labels=("L2H1", "L2H2", "L2H0", "L0H0"),
+        x_label="v",
+        y_label="z",
+    )
+    axes = _draw_scatter(spec).axes[0]
+    assert sorted(text.get_text() for text in axes.texts) == ["L0H0", "L2H0", "L2H1, L2H2"]
+    title_lines = axes.get_title().split("\n")
+    assert len(title_lines) == 2 and all(len(line) <= TITLE_WIDTH for line in title_lines)
