@@ -23,6 +23,7 @@ _EXPORTS: dict[str, str] = {
     "WeightsIntegrityError": "seqprobe.errors",
     "PatchingError": "seqprobe.errors",
     "BaselineError": "seqprobe.errors",
+    "AblationError": "seqprobe.errors",
     "CaseResult": "seqprobe.results",
     "RunResults": "seqprobe.results",
     "load_model": "seqprobe.models",
@@ -41,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "direct_logit_attribution": "seqprobe.attribution",
     "logit_lens": "seqprobe.attribution",
     "agreement": "seqprobe.attribution",
+    "save_ablated_copy": "seqprobe.ablation",
 }
 
 __all__ = ["DEFAULT_MODEL", "__version__", *_EXPORTS]
@@ -55,8 +57,10 @@ def __getattr__(name: str) -> Any:
 
 
 if TYPE_CHECKING:
+    from seqprobe.ablation import save_ablated_copy
     from seqprobe.attribution import agreement, attribution_patching, direct_logit_attribution, logit_lens
     from seqprobe.errors import (
+        AblationError,
         BaselineError,
         CaseFileError,
         ModelLoadError,

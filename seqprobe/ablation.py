@@ -11,13 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from seqprobe.errors import SeqprobeError
+from seqprobe.errors import AblationError
 
-__all__ = ["AblationError", "parse_heads", "save_ablated_copy"]
-
-
-class AblationError(SeqprobeError, ValueError):
-    """A head that the model does not have, or an output folder that would lose files."""
+__all__ = ["parse_heads", "save_ablated_copy"]
 
 
 def parse_heads(texts: Sequence[str], *, n_layers: int, n_heads: int) -> list[tuple[int, int]]:

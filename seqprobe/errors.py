@@ -6,12 +6,14 @@ SeqprobeError
 ├── ModelLoadError (RuntimeError)     a model name, file or download cannot be resolved
 │   └── WeightsIntegrityError         a file's sha256 differs from the one expected
 ├── PatchingError (ValueError)        clean/corrupted mismatch, or recovery is undefined
-└── BaselineError (ValueError)        a baseline file is missing, unreadable or incomparable
+├── BaselineError (ValueError)        a baseline file is missing, unreadable or incomparable
+└── AblationError (ValueError)        a head to ablate that the model lacks, or an occupied folder
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "AblationError",
     "BaselineError",
     "CaseFileError",
     "ModelLoadError",
@@ -54,3 +56,7 @@ class PatchingError(SeqprobeError, ValueError):
 
 class BaselineError(SeqprobeError, ValueError):
     """A baseline results file cannot be compared with this run."""
+
+
+class AblationError(SeqprobeError, ValueError):
+    """A damaged copy cannot be made: a head the model does not have, or a folder that would lose files."""
