@@ -10,7 +10,7 @@ TORCH_PIN ?= torch==2.13.0
 MODEL ?= smollm2-135m
 ARGS ?=
 
-.PHONY: suite test bench install clean
+.PHONY: suite test bench lint install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/seqprobe bench --model $(MODEL) $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check seqprobe tests conftest.py
+	$(BIN)/ruff format --check seqprobe tests conftest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -83,9 +83,7 @@ _METRIC_RANK = {name: i for i, name in enumerate(DEFAULT_TOLERANCES)}
 
 ACCEPT_HINT = "to accept, rerun with --update-baseline"
 
-CaseStatus = Literal[
-    "regressed", "improved", "case_file_changed", "model_changed", "new", "missing", "unchanged"
-]
+CaseStatus = Literal["regressed", "improved", "case_file_changed", "model_changed", "new", "missing", "unchanged"]
 MetricVerdict = Literal["regressed", "improved", "new", "missing", "unchanged"]
 # The order reports list cases in: what needs action first.
 STATUS_ORDER: tuple[CaseStatus, ...] = (
@@ -229,16 +227,10 @@ def compare_case(
         return _uncompared(case_id, "new", [message], None, current, accept_hint, metrics=changes)
     if current is None:
         message = "missing: in the baseline but not in this run"
-        return _uncompared(
-            case_id, "missing", [message], baseline, None, accept_hint, metrics=changes
-        )
+        return _uncompared(case_id, "missing", [message], baseline, None, accept_hint, metrics=changes)
     verdicts = {change.verdict for change in changes}
     status: CaseStatus = (
-        "regressed"
-        if verdicts & {"regressed", "missing"}
-        else "improved"
-        if "improved" in verdicts
-        else "unchanged"
+        "regressed" if verdicts & {"regressed", "missing"} else "improved" if "improved" in verdicts else "unchanged"
     )
     lines = [_change_line(change, current.answer or baseline.answer) for change in changes]
     messages = [line for line in lines if line]
@@ -282,8 +274,7 @@ def compare_to_baseline(
     before, after = baseline.case_files.get(path), case_files.get(path)
     if old is not None and before and after and before != after:
         message = (
-            f"not compared: case file {path} changed since the baseline "
-            f"(sha256 {_short(before)} → {_short(after)})"
+            f"not compared: case file {path} changed since the baseline (sha256 {_short(before)} → {_short(after)})"
         )
         return _uncompared(
             current.case_id,
@@ -347,9 +338,7 @@ def compare_runs(
         model_changes=identity + others,
         models_match=not identity,
         changed_case_files=changed_files,
-        environment_changes=_field_changes(
-            baseline.environment, current.environment, skip=VOLATILE_ENVIRONMENT
-        ),
+        environment_changes=_field_changes(baseline.environment, current.environment, skip=VOLATILE_ENVIRONMENT),
     )
 
 
@@ -366,10 +355,7 @@ def summary_lines(comparison: RunComparison) -> list[str]:
         lines.append(f"different model ({verdict}): {changes}")
     elif changes:
         lines.append(f"model settings differ: {changes}")
-    lines += [
-        f"case file changed, its cases not compared: {line}"
-        for line in comparison.changed_case_files
-    ]
+    lines += [f"case file changed, its cases not compared: {line}" for line in comparison.changed_case_files]
     if comparison.environment_changes:
         lines.append(f"environment differs: {'; '.join(comparison.environment_changes)}")
     return lines
@@ -404,15 +390,12 @@ def parse_tolerance(text: str) -> tuple[str, float]:
         number = math.nan
     if not sep or not metric.strip() or not number >= 0:
         raise argparse.ArgumentTypeError(
-            f"tolerance {text!r}: expected METRIC=VALUE with VALUE a number ≥ 0, "
-            "e.g. p_answer=0.1 or rank=3"
+            f"tolerance {text!r}: expected METRIC=VALUE with VALUE a number ≥ 0, e.g. p_answer=0.1 or rank=3"
         )
     return metric.strip(), number
 
 
-def load_results(
-    path: str | Path, *, fix: str = "write it from a run with --update-baseline"
-) -> RunResults:
+def load_results(path: str | Path, *, fix: str = "write it from a run with --update-baseline") -> RunResults:
     """Read a results file (a baseline, or one side of `seqprobe compare`).
 
     A BaselineError says what is wrong, ending with `fix`: how to get a good file.
@@ -452,9 +435,7 @@ def _metric_changes(
     before = baseline.metrics if baseline else {}
     after = current.metrics if current else {}
     lower = {m for case in (baseline, current) if case for m in case.lower_is_better}
-    names = sorted(
-        dict.fromkeys([*after, *before]), key=lambda name: _METRIC_RANK.get(name, len(_METRIC_RANK))
-    )
+    names = sorted(dict.fromkeys([*after, *before]), key=lambda name: _METRIC_RANK.get(name, len(_METRIC_RANK)))
     changes = []
     for name in names:
         old, new = _measured(before, name), _measured(after, name)
@@ -470,9 +451,7 @@ def _measured(metrics: Mapping[str, float], name: str) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
-def _verdict(
-    old: float | None, new: float | None, tolerance: float, *, lower_is_better: bool
-) -> MetricVerdict:
+def _verdict(old: float | None, new: float | None, tolerance: float, *, lower_is_better: bool) -> MetricVerdict:
     if old is None and new is None:
         return "unchanged"
     if old is None:
@@ -526,9 +505,7 @@ def _identity_changes(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[s
     )
 
 
-def _field_changes(
-    old: Mapping[str, str], new: Mapping[str, str], *, skip: Sequence[str]
-) -> tuple[str, ...]:
+def _field_changes(old: Mapping[str, str], new: Mapping[str, str], *, skip: Sequence[str]) -> tuple[str, ...]:
     keys = [key for key in dict.fromkeys([*old, *new]) if key not in skip]
     return tuple(
         f"{key}: {_show(key, old.get(key, '—'))} → {_show(key, new.get(key, '—'))}"

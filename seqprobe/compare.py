@@ -63,9 +63,7 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     except BaselineError as error:
         print(f"seqprobe compare: {error}", file=sys.stderr)
         return EXIT_UNREADABLE
-    comparison = compare_runs(
-        old, new, tolerances=dict(args.tolerance), across_models=True, accept_hint=None
-    )
+    comparison = compare_runs(old, new, tolerances=dict(args.tolerance), across_models=True, accept_hint=None)
     for line in summary_lines(comparison):
         print(line)
     for case in _regressed(comparison):
@@ -77,9 +75,7 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
     return EXIT_REGRESSED if comparison.has_regressions else EXIT_SAME
 
 
-def render_diff(
-    old: RunResults, new: RunResults, comparison: RunComparison, *, old_label: str, new_label: str
-) -> str:
+def render_diff(old: RunResults, new: RunResults, comparison: RunComparison, *, old_label: str, new_label: str) -> str:
     """The markdown diff: summary, regressions, then every case side by side, biggest first.
 
     `comparison` is `compare_runs(old, new, ...)`; the labels name the two files.
@@ -124,9 +120,7 @@ def _case_rows(case: CaseComparison) -> list[dict[str, str]]:
     after = case.current.outcome if case.current else "—"
     rows = []
     if before != after:
-        rows.append(
-            {"Metric": "outcome", "Old": before, "New": after, "Change": "", "Tolerance": ""}
-        )
+        rows.append({"Metric": "outcome", "Old": before, "New": after, "Change": "", "Tolerance": ""})
     for change in sorted(case.metrics, key=lambda change: -change.size):
         delta = change.delta
         shown = "" if delta is None or math.isnan(delta) else f"{delta:+.3g}" if delta else "0"
@@ -157,5 +151,3 @@ def _status(case: CaseComparison) -> str:
 
 def _value(value: float | None, *, exists: bool) -> str:
     return format_value(value) if exists else "—"
-
-

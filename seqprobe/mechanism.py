@@ -133,7 +133,9 @@ def _check_positions(claim: PatchClaim, sweep: SweepResult) -> ClaimVerdict:
     n_layers = sweep.recovery.shape[0]
     first, last = (resolve_layer(spec, n_layers) for spec in claim.layers)
     if first > last:
-        raise PatchingError(f"claim {claim.text!r}: layers {claim.layers} resolve to {first}..{last} on {n_layers} layers, an empty range")
+        raise PatchingError(
+            f"claim {claim.text!r}: layers {claim.layers} resolve to {first}..{last} on {n_layers} layers, an empty range"
+        )
     column = sweep.column(claim.at)
     values = sweep.recovery[first : last + 1, column]  # [layer]
     pick = values.argmin() if claim.require == "every" else values.argmax()
@@ -158,7 +160,9 @@ def _check_rank(claim: PatchClaim, sweep: SweepResult) -> ClaimVerdict:
     ((layer, head),) = claim.heads
     missing = _missing_head(claim, sweep, layer, head)
     if missing is not None:
-        return replace(missing, metric=f"rank:{claim.site}@L{layer}H{head}", threshold=float(claim.top_k), lower_is_better=True)
+        return replace(
+            missing, metric=f"rank:{claim.site}@L{layer}H{head}", threshold=float(claim.top_k), lower_is_better=True
+        )
     # Ranked by recovery itself: a head that pushes towards the distractor does not compute the answer.
     order = sweep.recovery.flatten().argsort(descending=True)
     cell = layer * sweep.recovery.shape[1] + head
@@ -262,7 +266,11 @@ def _check_lens(claim: LogitLensClaim, lens: LogitLens) -> ClaimVerdict:
         passed=reached is not None and reached <= by,
         detail=(
             f"best logit difference up to entry {by} is {value:.3f}; "
-            + (f"first reaches {claim.min_logit_diff:g} at entry {reached}" if reached is not None else "never reaches it")
+            + (
+                f"first reaches {claim.min_logit_diff:g} at entry {reached}"
+                if reached is not None
+                else "never reaches it"
+            )
             + f" (entries: block inputs 0..{entries - 2}, then the final stream)"
         ),
     )
@@ -434,7 +442,9 @@ def run_patching_checks(
         where = f"{case.location} case {case.name!r}"
         try:
             pairs = [
-                make_pair(bridge, clean=p.clean, corrupted=p.corrupted, answer=p.answer, distractor=p.distractor, where=where)
+                make_pair(
+                    bridge, clean=p.clean, corrupted=p.corrupted, answer=p.answer, distractor=p.distractor, where=where
+                )
                 for p in case.pairs
             ]
             evidence = gather_evidence(bridge, pairs, case.claims, everything=detail)

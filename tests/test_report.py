@@ -306,9 +306,7 @@ def test_rewriting_a_report_removes_figures_it_no_longer_has(tmp_path: Path) -> 
     assert not (tmp_path / "run_files").exists()
 
 
-def test_an_interrupted_report_leaves_the_previous_one_whole(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_interrupted_report_leaves_the_previous_one_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from dataclasses import replace
 
     report = tmp_path / "run.md"
