@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from collections.abc import Sequence
 
@@ -64,15 +65,26 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
         print(f"seqprobe compare: {error}", file=sys.stderr)
         return EXIT_UNREADABLE
     comparison = compare_runs(old, new, tolerances=dict(args.tolerance), across_models=True, accept_hint=None)
-    for line in summary_lines(comparison):
-        print(line)
-    for case in _regressed(comparison):
-        print(f"{case.case_id}: {'; '.join(case.messages)}")
+    # The file first: a reader that stops early (`| head`) must not cost the report.
     if args.out:
         diff = render_diff(old, new, comparison, old_label=args.old, new_label=args.new)
         write_text_atomic(args.out, diff)
         print(f"seqprobe compare: wrote {args.out}", file=sys.stderr)
+    lines = [*summary_lines(comparison)]
+    lines += [f"{case.case_id}: {'; '.join(case.messages)}" for case in _regressed(comparison)]
+    _print_lines(lines)
     return EXIT_REGRESSED if comparison.has_regressions else EXIT_SAME
+
+
+def _print_lines(lines: Sequence[str]) -> None:
+    """Print to stdout; a reader that closed the pipe early is no error (the exit code still tells)."""
+    try:
+        for line in lines:
+            print(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would report the failed flush again at exit; point stdout at nothing instead.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def render_diff(old: RunResults, new: RunResults, comparison: RunComparison, *, old_label: str, new_label: str) -> str:

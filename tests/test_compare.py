@@ -154,3 +154,21 @@ def test_a_malformed_tolerance_is_a_usage_error(files: tuple[Path, Path], capsys
         compare_main([str(old), str(new), "--tolerance", "p_answer"])
     assert excinfo.value.code == 2
     assert "argument --tolerance: tolerance 'p_answer': expected METRIC=VALUE" in capsys.readouterr().err
+
+
+def test_a_reader_that_stops_early_gets_no_traceback_and_the_diff_is_written(
+    files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """`seqprobe compare ... | head -1`: the pipe closes after one line; the report and exit code stand."""
+    import subprocess
+    import sys
+
+    old, new = files
+    code = "import sys; from seqprobe.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-c", code, "compare", str(old), str(new), "--out", str(tmp_path / "diff.md")]
+    compare = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert compare.stdout is not None and compare.stderr is not None
+    compare.stdout.close()  # the reader is gone before the first line
+    assert compare.wait() == 1
+    assert "Traceback" not in compare.stderr.read().decode()
+    assert (tmp_path / "diff.md").read_text(encoding="utf-8").startswith("# seqprobe compare")
