@@ -70,9 +70,8 @@ def compare_main(argv: Sequence[str] | None = None) -> int:
         diff = render_diff(old, new, comparison, old_label=args.old, new_label=args.new)
         write_text_atomic(args.out, diff)
         print(f"seqprobe compare: wrote {args.out}", file=sys.stderr)
-    lines = [*summary_lines(comparison)]
-    lines += [f"{case.case_id}: {'; '.join(case.messages)}" for case in _regressed(comparison)]
-    _print_lines(lines)
+    regressions = [f"{case.case_id}: {'; '.join(case.messages)}" for case in _regressed(comparison)]
+    _print_lines([*summary_lines(comparison), *regressions])
     return EXIT_REGRESSED if comparison.has_regressions else EXIT_SAME
 
 

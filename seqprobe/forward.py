@@ -117,13 +117,10 @@ class ResumableForward:
         flat = z.reshape(*z.shape[:-2], self.n_heads * self.d_head)  # [*batch pos head*d_head]
         return self._attention(layer).o_proj(flat)
 
-    def zero_head(self, layer: int, head: int) -> None:
-        """Ablate a head in the weights: zero its slice of the output projection, so it writes nothing."""
-        with torch.no_grad():
-            self._attention(layer).o_proj.weight[:, self._head_slice(head)] = 0.0  # [d_model head*d_head]
-
-    def _head_slice(self, head: int) -> slice:
-        return slice(head * self.d_head, (head + 1) * self.d_head)
+    def output_weight(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
+        """The attention output projection split by head: a view, so writing to it changes the model."""
+        weight = self._attention(layer).o_proj.weight  # [d_model head*d_head]
+        return weight.T.view(self.n_heads, self.d_head, self.d_model)
 
     def mlp_output(self, layer: int, resid_mid: Float[Tensor, "*batch pos d_model"]) -> Tensor:
         """What the MLP sublayer adds to the residual stream."""
@@ -137,9 +134,12 @@ class ResumableForward:
         self, layer: int, z: Float[Tensor, "*batch pos head d_head"]
     ) -> Float[Tensor, "*batch pos head d_model"]:
         """Each head's share of `attention_output` (which is their sum, plus any output bias)."""
-        weight = self._attention(layer).o_proj.weight  # [d_model head*d_head]
-        per_head = weight.T.reshape(self.n_heads, self.d_head, self.d_model)  # [head d_head d_model]
-        return torch.einsum("...hd,hdm->...hm", z, per_head)
+        return torch.einsum("...hd,hdm->...hm", z, self.output_weight(layer))
+
+    def zero_head(self, layer: int, head: int) -> None:
+        """Ablate a head in the weights: zero its share of the output projection, so it writes nothing."""
+        with torch.no_grad():
+            self.output_weight(layer)[head] = 0.0
 
     def frozen_final_norm(
         self, components: Float[Tensor, "*batch component d_model"], total: Float[Tensor, "*batch d_model"]
@@ -301,10 +301,6 @@ class _GPT2Forward(ResumableForward):
         flat = z.reshape(*z.shape[:-2], self.d_model)  # [*batch pos head*d_head]
         return self.layers[layer].attn.c_proj(flat)
 
-    def zero_head(self, layer: int, head: int) -> None:
-        with torch.no_grad():
-            self.layers[layer].attn.c_proj.weight[self._head_slice(head), :] = 0.0  # Conv1D: [head*d_head d_model]
-
     def mlp_output(self, layer: int, resid_mid: Tensor) -> Tensor:
         block = self.layers[layer]
         return block.mlp(block.ln_2(resid_mid))
@@ -312,10 +308,9 @@ class _GPT2Forward(ResumableForward):
     def final_norm(self, resid: Tensor) -> Tensor:
         return self.model.transformer.ln_f(resid)
 
-    def head_writes(self, layer: int, z: Tensor) -> Tensor:
+    def output_weight(self, layer: int) -> Tensor:
         weight = self.layers[layer].attn.c_proj.weight  # Conv1D: [head*d_head d_model]
-        per_head = weight.reshape(self.n_heads, self.d_head, self.d_model)  # [head d_head d_model]
-        return torch.einsum("...hd,hdm->...hm", z, per_head)
+        return weight.view(self.n_heads, self.d_head, self.d_model)
 
     def frozen_final_norm(self, components: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
         # LayerNorm centres each component (linear), scales by the total's 1/std, then adds its bias.

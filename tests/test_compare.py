@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -160,9 +162,6 @@ def test_a_reader_that_stops_early_gets_no_traceback_and_the_diff_is_written(
     files: tuple[Path, Path], tmp_path: Path
 ) -> None:
     """`seqprobe compare ... | head -1`: the pipe closes after one line; the report and exit code stand."""
-    import subprocess
-    import sys
-
     old, new = files
     code = "import sys; from seqprobe.cli import main; sys.exit(main(sys.argv[1:]))"
     command = [sys.executable, "-c", code, "compare", str(old), str(new), "--out", str(tmp_path / "diff.md")]
