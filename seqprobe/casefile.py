@@ -20,7 +20,7 @@ import difflib
 import hashlib
 import importlib
 import itertools
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -486,7 +486,33 @@ def _parse_entry(ctx: EntryContext, entry: Any, *, line: int) -> list[Case]:
         )
     spec = CASE_KINDS[kind]
     check_keys(ctx.path, entry, COMMON_ENTRY_KEYS | spec.keys, where=f"a {kind} case")
-    return [spec.parser(ctx, scope, entry) for scope in _expand_scopes(ctx, entry)]
+    cases = [spec.parser(ctx, scope, entry) for scope in _expand_scopes(ctx, entry)]
+    check_known_failure_cases(ctx.path, entry, [case.name for case in cases], where="this case entry")
+    return cases
+
+
+def check_known_failure_cases(path: str, level: SourceMap, names: Sequence[str], *, where: str) -> None:
+    """Every case a level's `known_failures` names must be a case of that level.
+
+    A misspelt name would otherwise mark nothing, and the real case would fail unexplained.
+    """
+    records = level.get("known_failures")
+    if not isinstance(records, SourceMap):
+        return
+    for model, record in records.items():
+        if not isinstance(record, SourceMap) or "cases" not in record:
+            continue
+        listed = record["cases"]
+        lines = listed.item_lines if isinstance(listed, SourceList) else [line_of(record, "cases")]
+        for case_name, line in zip([listed] if isinstance(listed, str) else listed, lines, strict=True):
+            if case_name not in names:
+                shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
+                raise CaseFileError(
+                    f"known_failures[{model}] names case {case_name!r}, which {where} does not have"
+                    f"{_suggest(case_name, names)}; its cases: {shown}",
+                    path=path,
+                    line=line,
+                )
 
 
 def _parse_suite(root: EntryContext, name: str, node: Any, *, line: int) -> Suite:
@@ -513,6 +539,7 @@ def _parse_suite(root: EntryContext, name: str, node: Any, *, line: int) -> Suit
                 )
             seen[case.name] = case.location
             cases.append(case)
+    check_known_failure_cases(path, suite_node, [case.name for case in cases], where=f"suite {name!r}")
     description = suite_node.get("description", "")
     if not isinstance(description, str):
         raise CaseFileError(
@@ -550,9 +577,28 @@ def parse_case_file(text: str, *, path: str) -> CaseFile:
     suites = tuple(
         _parse_suite(root, name, node, line=line_of(suites_node, name)) for name, node in suites_node.items()
     )
+    if "defaults" in top:
+        names = [case.name for suite in suites for case in suite.cases]
+        check_known_failure_cases(path, top["defaults"], names, where="the file")
     return CaseFile(path=path, sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(), suites=suites)
 
 
 def load_case_file(path: str | Path, *, display_path: str | None = None) -> CaseFile:
     file_path = Path(path)
-    return parse_case_file(file_path.read_text(encoding="utf-8"), path=display_path or file_path.as_posix())
+    shown = display_path or file_path.as_posix()
+    return parse_case_file(_decode(file_path.read_bytes(), path=shown), path=shown)
+
+
+def _decode(data: bytes, *, path: str) -> str:
+    """The file's text; bytes that are not UTF-8 are that file's error, naming the line and byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise CaseFileError(
+            f"not valid UTF-8: byte {data[error.start : error.start + 1]!r} at offset {error.start} "
+            f"(column {column}) {error.reason}; save the file as UTF-8",
+            path=path,
+            line=line,
+        ) from None

@@ -22,6 +22,9 @@ import pytest
 from seqprobe import DEFAULT_MODEL
 
 if TYPE_CHECKING:
+    from _pytest._code.code import TerminalRepr
+
+    from seqprobe.baseline_merge import CaseFileRun
     from seqprobe.casefile import Case, CaseFile
     from seqprobe.checks import CheckOutcome
     from seqprobe.models import LoadedModel
@@ -105,6 +108,8 @@ def _parse_tolerance(text: str) -> tuple[str, float]:
 
 
 state_key = pytest.StashKey["SeqprobeSession"]()
+# The attribute of a TestReport that carries its case's result (see pytest_runtest_makereport).
+RECORD_ATTRIBUTE = "seqprobe_record"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -125,6 +130,8 @@ def pytest_configure(config: pytest.Config) -> None:
                 f"choose another report name (only {OPTION_UPDATE_BASELINE} writes a baseline)"
             )
     state = config.stash[state_key] = SeqprobeSession(config)
+    # Registered as a plugin for its pytest_runtest_logreport, which pytest hands no config.
+    config.pluginmanager.register(state, "seqprobe-session")
     if state.comparing:
         from seqprobe.errors import BaselineError
 
@@ -143,14 +150,16 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    session.config.stash[state_key].selected = [item for item in session.items if isinstance(item, CaseItem)]
+    session.config.stash[state_key].select([item for item in session.items if isinstance(item, CaseItem)])
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     report = yield
     if isinstance(item, CaseItem) and (report.when == "call" or (report.when == "setup" and not report.passed)):
-        item.config.stash[state_key].record(item, report)
+        # On the report, the result travels with it: pytest-xdist forwards a worker's reports,
+        # attributes included, to the controller, which alone writes files.
+        setattr(report, RECORD_ATTRIBUTE, item.config.stash[state_key].record(item, report))
     return report
 
 
@@ -202,8 +211,11 @@ class SeqprobeSession:
         self.expectations_of: str = config.getoption(OPTION_AS_MODEL, None) or self.model_name
         self.selected: list[CaseItem] = []
         self.outcomes: dict[str, CheckOutcome] = {}
-        self.results: list[CaseResult] = []
+        # Case file (display path) -> sha256, and -> every case id it has, as collected here.
         self.case_files: dict[str, str] = {}
+        self.file_case_ids: dict[str, tuple[str, ...]] = {}
+        # Case id -> the record of its result (see `record`), from this process or from xdist workers.
+        self.received: dict[str, dict[str, Any]] = {}
         # Lines for the terminal summary: where files went, how the run compares.
         self.summary: list[str] = []
         self.report_path: str | None = config.getoption(OPTION_REPORT)
@@ -216,6 +228,11 @@ class SeqprobeSession:
         self._baseline: RunResults | None = None
         # A baseline was given but matched none of this run's case files: the run must not pass.
         self.compared_nothing = False
+
+    @property
+    def is_worker(self) -> bool:
+        """A pytest-xdist worker: it runs cases, the controller writes the files."""
+        return hasattr(self.config, "workerinput")
 
     @property
     def comparing(self) -> bool:
@@ -264,6 +281,8 @@ class SeqprobeSession:
         if self._model is None:
             from seqprobe.models import load_model
 
+            if self.is_worker:
+                _share_cores_with_other_workers()
             try:
                 self._model = load_model(
                     self.model_name,
@@ -275,16 +294,34 @@ class SeqprobeSession:
                 raise
         return self._model
 
+    def select(self, items: list[CaseItem]) -> None:
+        """The cases this run will run, after `-k`, node ids and deselection."""
+        self.selected = items
+        chosen: dict[str, set[str]] = {}
+        for item in items:
+            chosen.setdefault(item.case.location.path, set()).add(item.case.case_id)
+        self._file_runs = {
+            path: {"sha256": self.case_files[path], "case_ids": list(ids), "whole": chosen.get(path) == set(ids)}
+            for path, ids in self.file_case_ids.items()
+        }
+        self._positions = {item.case.case_id: position for position, item in enumerate(items)}
+
     def outcome_for(self, item: CaseItem) -> CheckOutcome:
         case = item.case
         if case.case_id not in self.outcomes:
             from seqprobe.checks import get_runner
 
-            pending = [
-                other.case
-                for other in self.selected
-                if other.case.kind == case.kind and other.case.case_id not in self.outcomes
-            ]
+            # A pytest-xdist worker runs only the items the controller sends it, so batching the
+            # whole selection would compute every other worker's cases too.
+            pending = (
+                [case]
+                if self.is_worker
+                else [
+                    other.case
+                    for other in self.selected
+                    if other.case.kind == case.kind and other.case.case_id not in self.outcomes
+                ]
+            )
             if case not in pending:
                 pending.append(case)
             print(f"\nseqprobe: running {len(pending)} {case.kind} case(s) on {self.model_name}", file=sys.stderr)
@@ -293,7 +330,23 @@ class SeqprobeSession:
             )
         return self.outcomes[case.case_id]
 
-    def record(self, item: CaseItem, report: pytest.TestReport) -> None:
+    def record(self, item: CaseItem, report: pytest.TestReport) -> dict[str, Any]:
+        """The item's result with what the process writing files needs to know of it (plain JSON)."""
+        path = item.case.location.path
+        return {
+            "position": self._positions.get(item.case.case_id, len(self._positions)),
+            "result": self._case_result_of(item, report).to_json(),
+            "model": self.model_info(),
+            "tolerances": self.tolerances_for(item.case),
+            "case_file": {"path": path, **self._file_runs[path]},
+        }
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        record = getattr(report, RECORD_ATTRIBUTE, None)
+        if record is not None:
+            self.received[record["result"]["case_id"]] = record
+
+    def _case_result_of(self, item: CaseItem, report: pytest.TestReport) -> CaseResult:
         if report.passed:
             status = "xpassed" if hasattr(report, "wasxfail") else "passed"
         elif report.skipped:
@@ -308,7 +361,7 @@ class SeqprobeSession:
         elif outcome.error is not None:
             status = "error"
             outcome = replace(outcome, failures=(str(outcome.error),))
-        self.results.append(self.case_result(item, outcome, status))
+        return self.case_result(item, outcome, status)
 
     def case_result(self, item: CaseItem, outcome: CheckOutcome, status: str) -> CaseResult:
         from seqprobe.results import CaseResult
@@ -328,37 +381,48 @@ class SeqprobeSession:
         )
 
     def finish(self) -> None:
-        """Write the baseline and report the options ask for; nothing when no case ran."""
-        if not self.results:
+        """Write the baseline and report the options ask for; nothing when no case ran.
+
+        Under pytest-xdist only the controller writes, from the records every worker sent.
+        """
+        if not self.received or self.is_worker:
             return
         from datetime import UTC, datetime
 
-        from seqprobe.results import RunResults
+        from seqprobe.baseline_merge import CaseFileRun
+        from seqprobe.results import CaseResult, RunResults
 
+        records = sorted(self.received.values(), key=lambda record: record["position"])
+        files = {
+            record["case_file"]["path"]: CaseFileRun(
+                sha256=record["case_file"]["sha256"],
+                case_ids=tuple(record["case_file"]["case_ids"]),
+                whole=record["case_file"]["whole"],
+            )
+            for record in records
+        }
+        # The model's metadata as the last case saw it: loaded by then, unless it failed to load.
         results = RunResults(
-            model=self.model_info(),
-            case_files=dict(self.case_files),
-            cases=tuple(self.results),
+            model=max((record["model"] for record in records), key=len),
+            case_files={path: run.sha256 for path, run in sorted(files.items())},
+            cases=tuple(CaseResult.from_json(record["result"]) for record in records),
             environment=_environment(self.config, datetime.now(UTC)),
         )
+        case_tolerances = {record["result"]["case_id"]: record["tolerances"] for record in records}
         if self.update_baseline:
-            from seqprobe.baseline import write_baseline
-
-            write_baseline(results, self.baseline_path)
-            self.summary.append(f"baseline written: {self.baseline_path} ({len(results.cases)} cases)")
+            self._update_baseline(results, files, case_tolerances)
         comparison = None
         if self.comparing:
             from seqprobe.baseline import compare_runs, summary_lines
 
-            baseline = self._baseline_for(results)
-            if self.baseline.cases and not baseline.cases:
+            if self.baseline.cases and not self._shares_case_files(results):
                 self.summary.append(self._nothing_compared(results))
                 self.compared_nothing = True
             comparison = compare_runs(
-                baseline,
+                self._baseline_for(results, files),
                 results,
                 tolerances=self.cli_tolerances,
-                case_tolerances={item.case.case_id: self.tolerances_for(item.case) for item in self.selected},
+                case_tolerances=case_tolerances,
                 across_models=self.across_models,
             )
             self.summary.extend(summary_lines(comparison))
@@ -367,7 +431,7 @@ class SeqprobeSession:
 
             print(file=sys.stderr)  # after pytest's progress dots
 
-            files = write_report(
+            written = write_report(
                 results,
                 self.report_path,
                 comparison=comparison,
@@ -376,8 +440,26 @@ class SeqprobeSession:
                 progress=lambda line: print(line, file=sys.stderr),
             )
             self.summary.append(
-                f"report written: {files.markdown} (results: {files.results}, {len(files.figures)} figures)"
+                f"report written: {written.markdown} (results: {written.results}, {len(written.figures)} figures)"
             )
+
+    def _update_baseline(
+        self, results: RunResults, files: dict[str, CaseFileRun], case_tolerances: dict[str, dict[str, float]]
+    ) -> None:
+        """Merge this run into the baseline file: replace what ran, keep the rest (see baseline_merge)."""
+        from seqprobe.baseline import load_results, write_baseline
+        from seqprobe.baseline_merge import merge_baseline
+
+        assert self.baseline_path is not None  # pytest_configure requires it with --update-baseline
+        old = load_results(self.baseline_path) if Path(self.baseline_path).exists() else None
+        update = merge_baseline(old, results, files, path=self.baseline_path, case_tolerances=case_tolerances)
+        write_baseline(update.results, self.baseline_path)
+        self.summary.extend(update.summary_lines(self.baseline_path))
+
+    def _shares_case_files(self, results: RunResults) -> bool:
+        from seqprobe.baseline import case_file_of
+
+        return any(case_file_of(case.case_id) in results.case_files for case in self.baseline.cases)
 
     def _nothing_compared(self, results: RunResults) -> str:
         """Why a baseline with cases matched none of this run's files, and how to fix it."""
@@ -393,18 +475,38 @@ class SeqprobeSession:
             "from the paths on the command line, a --model folder's included"
         )
 
-    def _baseline_for(self, results: RunResults) -> RunResults:
-        """The baseline restricted to the case files this run collected.
+    def _baseline_for(self, results: RunResults, files: dict[str, CaseFileRun]) -> RunResults:
+        """The baseline's entries this run answers for: its cases, and the cases its whole files lost.
 
-        Cases of files that were not part of this run are not "missing" from it.
+        A case this run did not select (another file, `-k`, a stopped run) is not "missing" from it.
         """
         from dataclasses import replace as replace_fields
 
         from seqprobe.baseline import case_file_of
 
-        collected = set(results.case_files)
-        cases = tuple(case for case in self.baseline.cases if case_file_of(case.case_id) in collected)
-        return replace_fields(self.baseline, cases=cases)
+        ran = results.by_id()
+
+        def answered(case_id: str) -> bool:
+            seen = files.get(case_file_of(case_id))
+            return case_id in ran or (seen is not None and seen.whole and case_id not in seen.case_ids)
+
+        return replace_fields(
+            self.baseline, cases=tuple(case for case in self.baseline.cases if answered(case.case_id))
+        )
+
+
+def _share_cores_with_other_workers() -> None:
+    """Give each of N xdist workers 1/N of the cores, unless the user set a thread count.
+
+    Each worker's torch otherwise starts one thread per core, and N workers oversubscribe them.
+    """
+    import os
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
 
 
 def _environment(config: pytest.Config, now: Any) -> dict[str, str]:
@@ -425,16 +527,19 @@ class CaseFileCollector(pytest.File):
             else self.path.as_posix()
         )
         case_file = load_case_file(self.path, display_path=display)
-        self.config.stash[state_key].case_files[display] = case_file.sha256
+        state = self.config.stash[state_key]
+        state.case_files[display] = case_file.sha256
+        state.file_case_ids[display] = tuple(case.case_id for case in case_file.cases())
         for suite in case_file.suites:
             yield SuiteCollector.from_parent(self, name=suite.name, case_file=case_file, suite_name=suite.name)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], **kwargs: Any) -> str | TerminalRepr:  # type: ignore[override]
+        """seqprobe's own errors as one line; anything else as pytest shows it (with pytest's keywords)."""
         from seqprobe.errors import SeqprobeError
 
         if isinstance(excinfo.value, SeqprobeError):
             return f"{type(excinfo.value).__name__}: {excinfo.value}"
-        return super().repr_failure(excinfo, style=style)
+        return super().repr_failure(excinfo, **kwargs)
 
 
 class SuiteCollector(pytest.Collector):
@@ -481,7 +586,7 @@ class CaseItem(pytest.Item):
         if outcome.failures:
             raise ExpectationMiss(list(outcome.failures), outcome.explanation)
 
-    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:  # type: ignore[override]
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], **kwargs: Any) -> str | TerminalRepr:  # type: ignore[override]
         from seqprobe.errors import SeqprobeError
 
         model = self.config.stash[state_key].model_name
@@ -491,7 +596,7 @@ class CaseItem(pytest.Item):
             return f"{header}\n{failed}\n\n{excinfo.value.explanation}"
         if isinstance(excinfo.value, SeqprobeError):
             return f"{header}\n  {type(excinfo.value).__name__}: {excinfo.value}"
-        return super().repr_failure(excinfo, style=style)
+        return super().repr_failure(excinfo, **kwargs)
 
     def reportinfo(self) -> tuple[Path, int, str]:
         return self.path, self.case.location.line - 1, f"{self.case.suite}::{self.case.name}"

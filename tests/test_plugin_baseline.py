@@ -71,7 +71,9 @@ def test_baseline_lifecycle(pytester: pytest.Pytester, model_dir: Path) -> None:
 
     first = run(pytester, model_dir, "--baseline", str(baseline), "--update-baseline")
     first.assert_outcomes(passed=1)
-    first.stdout.fnmatch_lines([f"baseline written: {baseline} (1 cases)"])
+    first.stdout.fnmatch_lines(
+        [f"baseline written: {baseline} (1 case: 1 added, 0 changed, 0 within tolerance, 0 dropped, 0 kept (not run))"]
+    )
     written = baseline.read_bytes()
     assert json.loads(written)["cases"][0]["case_id"].endswith("days.seqprobe.yaml::tomorrow::sunday")
 
