@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-# Defined here, not in seqprobe.models, so the plugin and the CLI can name it without importing torch.
-DEFAULT_MODEL = "smollm2-135m"
+from seqprobe.loading.known import DEFAULT_MODEL  # torch-free, so the plugin can name it
 
 # Public name -> the module that defines it.
 _EXPORTS: dict[str, str] = {
@@ -24,24 +23,24 @@ _EXPORTS: dict[str, str] = {
     "PatchingError": "seqprobe.errors",
     "BaselineError": "seqprobe.errors",
     "AblationError": "seqprobe.errors",
-    "CaseResult": "seqprobe.results",
-    "RunResults": "seqprobe.results",
-    "load_model": "seqprobe.models",
-    "LoadedModel": "seqprobe.models",
-    "ModelInfo": "seqprobe.models",
-    "KNOWN_MODELS": "seqprobe.models",
-    "PatchingPair": "seqprobe.patching",
-    "PatchingRuns": "seqprobe.patching",
-    "SweepResult": "seqprobe.patching",
-    "make_pair": "seqprobe.patching",
-    "prepare_patching": "seqprobe.patching",
-    "patch_sweep": "seqprobe.patching",
-    "logit_diff_metric": "seqprobe.patching",
-    "recovery": "seqprobe.patching",
-    "attribution_patching": "seqprobe.attribution",
-    "direct_logit_attribution": "seqprobe.attribution",
-    "logit_lens": "seqprobe.attribution",
-    "agreement": "seqprobe.attribution",
+    "CaseResult": "seqprobe.records.results",
+    "RunResults": "seqprobe.records.results",
+    "load_model": "seqprobe.loading.models",
+    "LoadedModel": "seqprobe.loading.models",
+    "ModelInfo": "seqprobe.loading.models",
+    "KNOWN_MODELS": "seqprobe.loading.known",
+    "PatchingPair": "seqprobe.engine.patching",
+    "PatchingRuns": "seqprobe.engine.patching",
+    "SweepResult": "seqprobe.engine.patching",
+    "make_pair": "seqprobe.engine.patching",
+    "prepare_patching": "seqprobe.engine.patching",
+    "patch_sweep": "seqprobe.engine.patching",
+    "logit_diff_metric": "seqprobe.engine.patching",
+    "recovery": "seqprobe.engine.patching",
+    "attribution_patching": "seqprobe.engine.attribution",
+    "direct_logit_attribution": "seqprobe.engine.attribution",
+    "logit_lens": "seqprobe.engine.attribution",
+    "agreement": "seqprobe.engine.attribution",
     "save_ablated_copy": "seqprobe.ablation",
 }
 
@@ -58,7 +57,17 @@ def __getattr__(name: str) -> Any:
 
 if TYPE_CHECKING:
     from seqprobe.ablation import save_ablated_copy
-    from seqprobe.attribution import agreement, attribution_patching, direct_logit_attribution, logit_lens
+    from seqprobe.engine.attribution import agreement, attribution_patching, direct_logit_attribution, logit_lens
+    from seqprobe.engine.patching import (
+        PatchingPair,
+        PatchingRuns,
+        SweepResult,
+        logit_diff_metric,
+        make_pair,
+        patch_sweep,
+        prepare_patching,
+        recovery,
+    )
     from seqprobe.errors import (
         AblationError,
         BaselineError,
@@ -69,15 +78,6 @@ if TYPE_CHECKING:
         TokenizationError,
         WeightsIntegrityError,
     )
-    from seqprobe.models import KNOWN_MODELS, LoadedModel, ModelInfo, load_model
-    from seqprobe.patching import (
-        PatchingPair,
-        PatchingRuns,
-        SweepResult,
-        logit_diff_metric,
-        make_pair,
-        patch_sweep,
-        prepare_patching,
-        recovery,
-    )
-    from seqprobe.results import CaseResult, RunResults
+    from seqprobe.loading.known import KNOWN_MODELS
+    from seqprobe.loading.models import LoadedModel, ModelInfo, load_model
+    from seqprobe.records.results import CaseResult, RunResults

@@ -18,7 +18,7 @@ __all__ = ["parse_heads", "save_ablated_copy"]
 
 def parse_heads(texts: Sequence[str], *, n_layers: int, n_heads: int) -> list[tuple[int, int]]:
     """["L23H3", ...] -> [(23, 3), ...], each checked against the model's shape."""
-    from seqprobe.mechanism_cases import parse_head
+    from seqprobe.vocabulary.heads import parse_head
 
     heads = []
     for text in texts:
@@ -42,8 +42,8 @@ def save_ablated_copy(name: str, heads: Sequence[str], out: str | Path) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from seqprobe.forward import resumable_forward
-    from seqprobe.models import weights_location
+    from seqprobe.engine.forward import resumable_forward
+    from seqprobe.loading.models import weights_location
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):

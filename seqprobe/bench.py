@@ -1,6 +1,6 @@
 """`seqprobe bench`: seqprobe's patching engine against transformer_lens.patching, side by side.
 
-Both tools run the study's whole grid — the six sweeps of `seqprobe.patching.SITES` on its four
+Both tools run the study's whole grid — the six sweeps of `seqprobe.engine.patching.SITES` on its four
 day-of-the-week pairs — in one process, on the same model, prompts and metric. Each tool's time
 includes the runs it has to cache first (seqprobe: the clean and corrupted runs; transformer_lens:
 `run_with_cache` on the clean prompts and the unpatched corrupted run that recovery is measured
@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 from torch import Tensor
 
-from seqprobe import DEFAULT_MODEL
-from seqprobe.patching import SITES, PatchingPair, logit_diff_metric, make_pair, prepare_patching
+from seqprobe.engine.patching import SITES, PatchingPair, logit_diff_metric, make_pair, prepare_patching
+from seqprobe.loading.known import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -273,7 +273,7 @@ def _clock(device: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """`seqprobe bench [--model NAME] [--device DEV] [--json]`."""
     from seqprobe.errors import SeqprobeError
-    from seqprobe.models import load_model
+    from seqprobe.loading.models import load_model
 
     parser = argparse.ArgumentParser(
         prog="seqprobe bench",

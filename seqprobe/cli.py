@@ -15,8 +15,8 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from seqprobe import DEFAULT_MODEL
 from seqprobe.errors import SeqprobeError
+from seqprobe.loading.known import DEFAULT_MODEL
 
 __all__ = ["main"]
 
@@ -30,8 +30,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _prompt(args: argparse.Namespace) -> int:
-    from seqprobe.models import load_model
-    from seqprobe.scoring import check_expectations, format_completion, prepare_prompt, score_completions
+    from seqprobe.engine.scoring import check_expectations, format_completion, prepare_prompt, score_completions
+    from seqprobe.loading.models import load_model
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)
     prepared = prepare_prompt(model.bridge, args.prompt, args.answer, args.distractor, where="prompt")
@@ -81,7 +81,7 @@ def _ablate(args: argparse.Namespace) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    from seqprobe.compare import compare_main
+    from seqprobe.records.compare import compare_main
 
     return compare_main(argv)
 

@@ -19,16 +19,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from seqprobe import DEFAULT_MODEL
+from seqprobe.loading.known import DEFAULT_MODEL
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
 
-    from seqprobe.baseline_merge import CaseFileRun
-    from seqprobe.casefile import Case, CaseFile
-    from seqprobe.checks import CheckOutcome
-    from seqprobe.models import LoadedModel
-    from seqprobe.results import CaseResult, RunResults
+    from seqprobe.cases.base import Case
+    from seqprobe.cases.casefile import CaseFile
+    from seqprobe.checks.outcome import CheckOutcome
+    from seqprobe.loading.models import LoadedModel
+    from seqprobe.records.results import CaseResult, RunResults
+    from seqprobe.records.update import CaseFileRun
 
 __all__ = ["CaseFileCollector", "CaseItem", "SeqprobeSession"]
 
@@ -102,7 +103,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _parse_tolerance(text: str) -> tuple[str, float]:
-    from seqprobe.baseline import parse_tolerance
+    from seqprobe.records.baseline import parse_tolerance
 
     return parse_tolerance(text)
 
@@ -118,7 +119,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption(OPTION_UPDATE_BASELINE) and not baseline:
         raise pytest.UsageError(f"{OPTION_UPDATE_BASELINE} needs {OPTION_BASELINE} FILE: the file to write")
     if report is not None:
-        from seqprobe.report import results_path_for
+        from seqprobe.records.report import results_path_for
 
         if Path(report).suffix != ".md":
             raise pytest.UsageError(
@@ -142,7 +143,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
-    from seqprobe.casefile import is_case_file
+    from seqprobe.cases.casefile import is_case_file
 
     if is_case_file(file_path):
         return CaseFileCollector.from_parent(parent, path=file_path)
@@ -241,7 +242,7 @@ class SeqprobeSession:
     @property
     def baseline(self) -> RunResults:
         if self._baseline is None:
-            from seqprobe.baseline import load_results
+            from seqprobe.records.baseline import load_results
 
             self._baseline = load_results(self.baseline_path)
         return self._baseline
@@ -257,7 +258,7 @@ class SeqprobeSession:
         """Baseline lines that fail this case (empty when not comparing or within tolerance)."""
         if not self.comparing or outcome.error is not None:
             return []
-        from seqprobe.baseline import ACCEPT_HINT, compare_to_baseline
+        from seqprobe.records.baseline import ACCEPT_HINT, compare_to_baseline
 
         current = self.case_result(item, outcome, "failed" if outcome.failures else "passed")
         comparison = compare_to_baseline(
@@ -279,7 +280,7 @@ class SeqprobeSession:
         if self._load_error is not None:
             raise self._load_error
         if self._model is None:
-            from seqprobe.models import load_model
+            from seqprobe.loading.models import load_model
 
             if self.is_worker:
                 _share_cores_with_other_workers()
@@ -309,7 +310,7 @@ class SeqprobeSession:
     def outcome_for(self, item: CaseItem) -> CheckOutcome:
         case = item.case
         if case.case_id not in self.outcomes:
-            from seqprobe.checks import get_runner
+            from seqprobe.checks.runners import RUNNERS
 
             # A pytest-xdist worker runs only the items the controller sends it, so batching the
             # whole selection would compute every other worker's cases too.
@@ -326,7 +327,7 @@ class SeqprobeSession:
                 pending.append(case)
             print(f"\nseqprobe: running {len(pending)} {case.kind} case(s) on {self.model_name}", file=sys.stderr)
             self.outcomes.update(
-                get_runner(case.kind)(self.model, self.expectations_of, pending, detail=self.report_path is not None)
+                RUNNERS[case.kind](self.model, self.expectations_of, pending, detail=self.report_path is not None)
             )
         return self.outcomes[case.case_id]
 
@@ -355,7 +356,7 @@ class SeqprobeSession:
             status = "failed" if report.when == "call" else "error"
         outcome = self.outcomes.get(item.case.case_id)
         if outcome is None:
-            from seqprobe.checks import CheckOutcome
+            from seqprobe.checks.outcome import CheckOutcome
 
             outcome = CheckOutcome(failures=(str(report.longrepr),))
         elif outcome.error is not None:
@@ -364,7 +365,7 @@ class SeqprobeSession:
         return self.case_result(item, outcome, status)
 
     def case_result(self, item: CaseItem, outcome: CheckOutcome, status: str) -> CaseResult:
-        from seqprobe.results import CaseResult
+        from seqprobe.records.results import CaseResult
 
         return CaseResult(
             case_id=item.case.case_id,
@@ -389,8 +390,8 @@ class SeqprobeSession:
             return
         from datetime import UTC, datetime
 
-        from seqprobe.baseline_merge import CaseFileRun
-        from seqprobe.results import CaseResult, RunResults
+        from seqprobe.records.results import CaseResult, RunResults
+        from seqprobe.records.update import CaseFileRun
 
         records = sorted(self.received.values(), key=lambda record: record["position"])
         files = {
@@ -413,7 +414,7 @@ class SeqprobeSession:
             self._update_baseline(results, files, case_tolerances)
         comparison = None
         if self.comparing:
-            from seqprobe.baseline import compare_runs, summary_lines
+            from seqprobe.records.baseline import compare_runs, summary_lines
 
             if self.baseline.cases and not self._shares_case_files(results):
                 self.summary.append(self._nothing_compared(results))
@@ -427,7 +428,7 @@ class SeqprobeSession:
             )
             self.summary.extend(summary_lines(comparison))
         if self.report_path is not None:
-            from seqprobe.report import write_report
+            from seqprobe.records.report import write_report
 
             print(file=sys.stderr)  # after pytest's progress dots
 
@@ -447,8 +448,8 @@ class SeqprobeSession:
         self, results: RunResults, files: dict[str, CaseFileRun], case_tolerances: dict[str, dict[str, float]]
     ) -> None:
         """Merge this run into the baseline file: replace what ran, keep the rest (see baseline_merge)."""
-        from seqprobe.baseline import load_results, write_baseline
-        from seqprobe.baseline_merge import merge_baseline
+        from seqprobe.records.baseline import load_results, write_baseline
+        from seqprobe.records.update import merge_baseline
 
         assert self.baseline_path is not None  # pytest_configure requires it with --update-baseline
         old = load_results(self.baseline_path) if Path(self.baseline_path).exists() else None
@@ -457,13 +458,13 @@ class SeqprobeSession:
         self.summary.extend(update.summary_lines(self.baseline_path))
 
     def _shares_case_files(self, results: RunResults) -> bool:
-        from seqprobe.baseline import case_file_of
+        from seqprobe.records.baseline import case_file_of
 
         return any(case_file_of(case.case_id) in results.case_files for case in self.baseline.cases)
 
     def _nothing_compared(self, results: RunResults) -> str:
         """Why a baseline with cases matched none of this run's files, and how to fix it."""
-        from seqprobe.baseline import case_file_of
+        from seqprobe.records.baseline import case_file_of
 
         ours = sorted(results.case_files)[0]
         theirs = case_file_of(self.baseline.cases[0].case_id)
@@ -482,7 +483,7 @@ class SeqprobeSession:
         """
         from dataclasses import replace as replace_fields
 
-        from seqprobe.baseline import case_file_of
+        from seqprobe.records.baseline import case_file_of
 
         ran = results.by_id()
 
@@ -510,7 +511,7 @@ def _share_cores_with_other_workers() -> None:
 
 
 def _environment(config: pytest.Config, now: Any) -> dict[str, str]:
-    from seqprobe.report import run_environment
+    from seqprobe.records.report import run_environment
 
     return run_environment(command=["pytest", *config.invocation_params.args], now=now)
 
@@ -519,7 +520,7 @@ class CaseFileCollector(pytest.File):
     """One `*.seqprobe.yaml` file; parsing it validates every case in it."""
 
     def collect(self) -> Iterator[SuiteCollector]:
-        from seqprobe.casefile import load_case_file
+        from seqprobe.cases.casefile import load_case_file
 
         display = (
             self.path.relative_to(self.config.rootpath).as_posix()

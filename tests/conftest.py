@@ -12,7 +12,7 @@ from tests._tiny_models import build_tiny_gpt2, build_tiny_llama
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-    from seqprobe.models import LoadedModel
+    from seqprobe.loading.models import LoadedModel
 
 REAL_MODEL = "smollm2-135m"
 
@@ -59,7 +59,7 @@ def tiny_bridge(request: pytest.FixtureRequest) -> TransformerBridge:
 @pytest.fixture(scope="session")
 def real_model() -> LoadedModel:
     """smollm2-135m, loaded once per test session (from seqprobe's cache after the first time)."""
-    from seqprobe.models import load_model
+    from seqprobe.loading.models import load_model
 
     return load_model(REAL_MODEL, device="cpu")
 
@@ -68,7 +68,7 @@ def real_model() -> LoadedModel:
 def model_stack_imported() -> None:
     import transformer_lens.model_bridge  # noqa: F401
 
-    import seqprobe.models  # noqa: F401
+    import seqprobe.loading.models  # noqa: F401
 
 
 @pytest.fixture

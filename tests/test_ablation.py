@@ -10,8 +10,8 @@ from transformers import AutoModelForCausalLM
 
 from seqprobe.ablation import save_ablated_copy
 from seqprobe.cli import main
+from seqprobe.engine.forward import resumable_forward
 from seqprobe.errors import AblationError
-from seqprobe.forward import resumable_forward
 from tests._sharp_models import BUILDERS
 from tests._tiny_models import build_tiny_tokenizer
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from seqprobe.ablation import save_ablated_copy
-from seqprobe.weights_cache import CACHE_DIR_ENV, cache_root
+from seqprobe.loading.weights_cache import CACHE_DIR_ENV, cache_root
 from tests.conftest import REAL_MODEL
 
 pytestmark = pytest.mark.real_model

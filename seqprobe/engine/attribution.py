@@ -1,0 +1,266 @@
+"""Linear views of a model's answer: attribution patching, direct logit attribution, the logit lens.
+
+**Attribution patching** estimates every activation-patching cell at once. Patching activation a
+from its corrupted value a* to its clean value a changes the metric by about ∂metric/∂a · (a − a*),
+the first-order Taylor term at the corrupted run. One clean forward (already cached by
+`PatchingRuns`), one corrupted forward and one backward pass give the gradient at every site, so a
+whole model is screened in the time of three passes; `agreement` then says how well the estimate
+ranks the cells that exact patching finds (correlation, overlap of the top k). It is a screen: where
+the metric bends (softmax saturation, MLP gates) the estimate can be far off — notably for the
+residual stream at the substituted token in early layers, where patching swaps a whole token
+embedding, a jump no tangent describes — which is why claims are checked on the exact grid.
+
+**Direct logit attribution (DLA)** splits the final residual stream at the last position into what
+each component wrote (the embedding, each block's attention and MLP, each head) and maps each part
+through the final norm *frozen at the real residual's scale* and the answer−distractor unembedding
+direction. Frozen, the norm is affine, so the parts add up to the real logit difference except for
+its constant term — the norm's bias (LayerNorm) and the unembedding's bias — which no component
+writes; `DirectAttribution.constant` reports it and `DirectAttribution.residual` shows what is left.
+
+Why the study's DLA summed to 1.39 while the logit difference was 1.347. Its GPT-2 was loaded with
+`fold_ln=True`, which folds the final LayerNorm's weight into W_U and its bias into b_U. The study
+applied `cache.apply_ln_to_stack` (centring and the cached scale: exact) and dotted with
+`tokens_to_residual_directions` (W_U only), so b_U[answer] − b_U[distractor] — the folded ln_final
+bias, averaged over the four prompts — was left out. Dividing the pooled sum by len(prompts) is a
+plain mean and not the cause; neither is LayerNorm's non-linearity (frozen at the cached scale it is
+exact). Measured on a GPT-2 with a non-zero ln_final bias: the study's recipe misses the real logit
+difference by exactly that bias term (tests/engine/test_attribution.py); SmolLM2 and Gemma 3 have an RMSNorm
+with no bias and an unembedding without bias, so their residual is float noise.
+
+**Logit lens**: the residual stream entering each block, put through the real final norm (its own
+scale recomputed, as `apply_ln_to_stack(recompute_ln=True)` does) and read off as the answer−distractor
+logit difference; the last entry is the model's own logit difference.
+
+All three average over the prompts given, like the metric in seqprobe.engine.patching.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from seqprobe.engine.forward import ResumableForward, resumable_forward
+from seqprobe.engine.patching import PatchingRuns, SweepResult, logit_diff
+from seqprobe.errors import PatchingError
+from seqprobe.vocabulary.sites import POSITION_SITES
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge import TransformerBridge
+
+__all__ = [
+    "Agreement",
+    "DirectAttribution",
+    "LogitLens",
+    "agreement",
+    "attribution_patching",
+    "direct_logit_attribution",
+    "logit_lens",
+]
+
+DEFAULT_TOP_K = 10
+
+
+def attribution_patching(runs: PatchingRuns, *, sites: Sequence[str] | None = None) -> dict[str, SweepResult]:
+    """Gradient estimates of every cell of each site's patching grid, from one backward pass."""
+    sites = runs.sites if sites is None else tuple(sites)
+    missing = [site for site in sites if site not in runs.sites]
+    if missing:
+        raise PatchingError(f"site(s) {missing} were not prepared; these runs cached {runs.sites}")
+    forward, clean = runs.forward, runs.clean
+    with torch.enable_grad():
+        corrupted = forward.run(runs.corrupted.tokens, keep=sites, differentiable=True)
+        logits = forward.unembed(corrupted.resid_final[:, -1], runs.token_ids)  # [pair 2]
+        metric = logit_diff(logits[..., 0], logits[..., 1])
+        inputs = [act for site in sites for act in corrupted.acts[site]]
+        grads = iter(torch.autograd.grad(metric, inputs))
+    results = {}
+    for site in sites:
+        # ∂metric/∂a · (clean − corrupted), summed over everything a patch of one cell replaces.
+        cells = [
+            _per_cell(site, next(grads) * (clean[site, layer] - corrupted[site, layer].detach()))
+            for layer in range(forward.n_layers)
+        ]
+        estimate = runs.corrupted_metric + torch.stack(cells)  # [layer column]
+        results[site] = runs.result(site, estimate, method="attribution")
+    return results
+
+
+def _per_cell(site: str, effect: Tensor) -> Float[Tensor, " column"]:
+    """Sum a per-element effect over what one cell of `site` patches (layouts: seqprobe.engine.forward)."""
+    if site in POSITION_SITES:
+        return effect.sum(dim=(0, 2))  # [pair pos d_model] -> [pos]
+    if site == "z":
+        return effect.sum(dim=(0, 1, 3))  # [pair pos head d_head] -> [head]
+    if site == "v":
+        return effect.sum(dim=(0, 2, 3))  # [pair kv_head pos d_head] -> [kv_head]
+    return effect.sum(dim=(0, 2, 3))  # pattern: [pair head q_pos k_pos] -> [head]
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How well attribution patching's estimate matches exact patching on one site."""
+
+    site: str
+    # Pearson correlation of the two recovery grids over the cells a patch can change.
+    correlation: float
+    # Share of exact patching's k largest |recovery| cells that are among the estimate's k largest.
+    top_k_overlap: float
+    k: int
+
+
+def agreement(exact: SweepResult, estimate: SweepResult, *, k: int = DEFAULT_TOP_K) -> Agreement:
+    """Compare an attribution estimate with the exact grid of the same site."""
+    if exact.site != estimate.site or exact.recovery.shape != estimate.recovery.shape:
+        raise PatchingError(
+            f"agreement compares one site's two grids: got {exact.site!r} {tuple(exact.recovery.shape)} and "
+            f"{estimate.site!r} {tuple(estimate.recovery.shape)}"
+        )
+    # Cells before the substituted token are no-ops both methods get exactly right; leave them out.
+    first = exact.positions.get("substituted", 0)
+    x = exact.recovery[:, first:].flatten().double()
+    y = estimate.recovery[:, first:].flatten().double()
+    k = min(k, x.numel())
+    top_exact = set(x.abs().topk(k).indices.tolist())
+    top_estimate = set(y.abs().topk(k).indices.tolist())
+    return Agreement(
+        site=exact.site,
+        correlation=float(torch.corrcoef(torch.stack([x, y]))[0, 1]),
+        top_k_overlap=len(top_exact & top_estimate) / k,
+        k=k,
+    )
+
+
+@dataclass(frozen=True)
+class DirectAttribution:
+    """What each component's write adds to logit(answer) − logit(distractor), averaged over prompts."""
+
+    # "embed", then "L{layer}_attn" and "L{layer}_mlp" for each block.
+    labels: tuple[str, ...]
+    by_component: Float[Tensor, " component"]
+    # Each head's share of its block's attention write (output biases excluded).
+    by_head: Float[Tensor, "layer head"]
+    # The logit difference no component writes: final-norm bias and unembedding bias.
+    constant: float
+    # The model's own logit difference.
+    logit_diff: float
+
+    @property
+    def residual(self) -> float:
+        """Real logit difference − the components' sum; equals `constant` up to float error."""
+        return self.logit_diff - float(self.by_component.sum())
+
+    def component(self, label: str) -> float:
+        if label not in self.labels:
+            raise PatchingError(f"no component {label!r}; components are {list(self.labels)}")
+        return float(self.by_component[self.labels.index(label)])
+
+
+def direct_logit_attribution(
+    bridge: TransformerBridge,
+    prompts: Sequence[Int[Tensor, " pos"] | Sequence[int]],
+    *,
+    answer_ids: Sequence[int],
+    distractor_ids: Sequence[int],
+) -> DirectAttribution:
+    """DLA of each prompt's answer over its distractor at the final position, averaged over prompts."""
+    forward = resumable_forward(bridge.original_model)
+    components, heads, constants, real = [], [], [], []
+    with torch.inference_mode():
+        for tokens, ids in _prompts(forward, prompts, answer_ids, distractor_ids):
+            run = forward.run(tokens[None], keep=("resid_pre", "attn_out", "mlp_out", "z"))
+            last = run.resid_final[0, -1]
+            writes = [run["resid_pre", 0][0, -1]]
+            for layer in range(forward.n_layers):
+                writes += [run["attn_out", layer][0, -1], run["mlp_out", layer][0, -1]]
+            head_writes = torch.stack(
+                [forward.head_writes(layer, run["z", layer][0, -1]) for layer in range(forward.n_layers)]
+            )  # [layer head d_model]
+            stack = torch.cat([torch.stack(writes), head_writes.flatten(0, 1)])  # [component d_model]
+            normed, constant = forward.frozen_final_norm(stack, last)
+            direction = _unembedding_direction(forward, ids)
+            attributions = normed @ direction
+            components.append(attributions[: len(writes)])
+            heads.append(attributions[len(writes) :].view(forward.n_layers, forward.n_heads))
+            constants.append(constant @ direction + _unembedding_bias(forward, ids))
+            logits = forward.unembed(last, ids)
+            real.append(logits[0] - logits[1])
+    labels = ("embed", *(f"L{layer}_{part}" for layer in range(forward.n_layers) for part in ("attn", "mlp")))
+    return DirectAttribution(
+        labels=labels,
+        by_component=torch.stack(components).mean(0).float().cpu(),
+        by_head=torch.stack(heads).mean(0).float().cpu(),
+        constant=float(torch.stack(constants).mean()),
+        logit_diff=float(torch.stack(real).mean()),
+    )
+
+
+def _unembedding_direction(forward: ResumableForward, ids: Int[Tensor, " 2"]) -> Float[Tensor, " d_model"]:
+    weight = forward.model.get_output_embeddings().weight
+    if getattr(forward.config, "final_logit_softcapping", None) is not None:
+        raise PatchingError(
+            "direct logit attribution is linear only without final logit soft-capping; this model caps its "
+            f"logits (final_logit_softcapping={forward.config.final_logit_softcapping})"
+        )
+    return weight[ids[0]] - weight[ids[1]]
+
+
+def _unembedding_bias(forward: ResumableForward, ids: Int[Tensor, " 2"]) -> Tensor:
+    bias = getattr(forward.model.get_output_embeddings(), "bias", None)
+    return bias[ids[0]] - bias[ids[1]] if bias is not None else torch.zeros((), device=ids.device)
+
+
+@dataclass(frozen=True)
+class LogitLens:
+    """logit(answer) − logit(distractor) read from the residual stream entering each block."""
+
+    # Entry i: the stream entering block i; the last entry: after the last block (the model's output).
+    logit_diff: Float[Tensor, " layer_plus_one"]
+
+    def first_layer_reaching(self, value: float) -> int | None:
+        """The first entry whose logit difference is at least `value`; None if none is."""
+        reached = (self.logit_diff >= value).nonzero()
+        return int(reached[0]) if len(reached) else None
+
+
+def logit_lens(
+    bridge: TransformerBridge,
+    prompts: Sequence[Int[Tensor, " pos"] | Sequence[int]],
+    *,
+    answer_ids: Sequence[int],
+    distractor_ids: Sequence[int],
+) -> LogitLens:
+    """The logit lens at the final position, averaged over prompts."""
+    forward = resumable_forward(bridge.original_model)
+    rows = []
+    with torch.inference_mode():
+        for tokens, ids in _prompts(forward, prompts, answer_ids, distractor_ids):
+            run = forward.run(tokens[None], keep=("resid_pre",))
+            streams = torch.stack(
+                [*(run["resid_pre", layer][0, -1] for layer in range(forward.n_layers)), run.resid_final[0, -1]]
+            )
+            logits = forward.unembed(streams, ids.expand(len(streams), 2))  # [layer+1 2]
+            rows.append(logits[:, 0] - logits[:, 1])
+    return LogitLens(logit_diff=torch.stack(rows).mean(0).float().cpu())
+
+
+def _prompts(
+    forward: ResumableForward,
+    prompts: Sequence[Int[Tensor, " pos"] | Sequence[int]],
+    answer_ids: Sequence[int],
+    distractor_ids: Sequence[int],
+) -> list[tuple[Int[Tensor, " pos"], Int[Tensor, " 2"]]]:
+    if not (len(prompts) == len(answer_ids) == len(distractor_ids)) or not prompts:
+        raise PatchingError(
+            f"need one answer and one distractor per prompt: {len(prompts)} prompts, {len(answer_ids)} answers, "
+            f"{len(distractor_ids)} distractors"
+        )
+    device = forward.device
+    return [
+        (torch.as_tensor(tokens, device=device), torch.tensor([answer, distractor], device=device))
+        for tokens, answer, distractor in zip(prompts, answer_ids, distractor_ids, strict=True)
+    ]

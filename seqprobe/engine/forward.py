@@ -1,0 +1,379 @@
+"""A forward pass over a Hugging Face causal LM's own modules that can start in the middle.
+
+Activation patching asks one question hundreds of times: "had this one activation taken its clean
+value, what would the corrupted run's final logits be?". Rerunning the whole model for each patch
+(TransformerLens's way; `bridge.start_at_layer` still runs the earlier blocks) recomputes what is
+already known. This module splits a forward pass into its pieces, so that `seqprobe.engine.patching` can
+
+- start at any sublayer (attention or MLP of any block) from a cached residual stream,
+- compute queries only for the positions a patch can change, reading the keys and values of the
+  earlier positions from a cached run (under causal attention those cannot change),
+- read out only the logits its metric needs.
+
+The pieces call the model's own modules (norms, projections, MLPs, rotary tables), so the numbers
+are the model's; only the attention core is written out, since that is where cached keys and values
+come in. Architectures differ in a few places, each a method of `ResumableForward` that the
+subclasses override:
+
+- Llama family (SmolLM2): RMSNorm, rotary positions, grouped-query attention.
+- GPT-2: LayerNorm, learned positions, one fused Conv1D for q/k/v.
+- Gemma 3: embeddings scaled by sqrt(d_model), RMSNorm on q and k, norms before *and* after each
+  sublayer, per-layer rotary tables, sliding-window layers, `query_pre_attn_scalar`, and logit
+  soft-capping where the config sets it.
+
+Every activation `run` records is what TransformerBridge's hook of the same name sees (Gemma 3's
+`attn_out`/`mlp_out` after the post-sublayer norm, as the bridge places `hook_attn_out`); the
+tests check each against `bridge.run_with_cache`. Layouts: `k`/`v` are `[batch kv_head pos d_head]`
+(keys after q/k-norm and rotation, ready for attention; the bridge's `hook_v` is the transpose),
+`z` is `[batch pos head d_head]`, `pattern` is `[batch head query_pos key_pos]`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from seqprobe.errors import PatchingError
+
+__all__ = [
+    "ACTIVATIONS",
+    "SUPPORTED_MODEL_TYPES",
+    "ResumableForward",
+    "Run",
+    "resumable_forward",
+]
+
+# Per-layer activations `ResumableForward.run` can record.
+ACTIVATIONS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "k", "v", "pattern", "z")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One full forward pass: the tokens, the recorded activations, the final residual stream."""
+
+    tokens: Int[Tensor, "batch pos"]
+    # Activation name -> one tensor per layer (layouts in the module docstring).
+    acts: Mapping[str, tuple[Tensor, ...]]
+    # The residual stream after the last block, before the final norm.
+    resid_final: Float[Tensor, "batch pos d_model"]
+
+    def __getitem__(self, key: tuple[str, int]) -> Tensor:
+        name, layer = key
+        return self.acts[name][layer]
+
+
+class ResumableForward:
+    """The Llama-family forward, in pieces; subclasses override what their architecture changes."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.config = model.config
+        self.layers = self._layers()
+        self.n_layers = len(self.layers)
+        self.n_heads = int(self.config.num_attention_heads)
+        self.n_kv_heads = int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
+        self.d_model = int(self.config.hidden_size)
+        self.d_head = int(getattr(self.config, "head_dim", None) or self.d_model // self.n_heads)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.get_output_embeddings().weight.device
+
+    # -- architecture-specific pieces ---------------------------------------------------------
+
+    def _layers(self) -> nn.ModuleList:
+        return self.model.model.layers
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+        return self.model.model.embed_tokens(tokens)
+
+    def attention_input(self, layer: int, resid: Float[Tensor, "*batch pos d_model"]) -> Tensor:
+        return self.layers[layer].input_layernorm(resid)
+
+    def _attention(self, layer: int) -> nn.Module:
+        return self.layers[layer].self_attn
+
+    def _project_qkv(self, layer: int, x: Float[Tensor, "row pos d_model"]) -> tuple[Tensor, Tensor, Tensor]:
+        attn = self._attention(layer)
+        return attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+
+    def _normalize_qk(self, layer: int, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        return q, k
+
+    def _rotary_key(self, layer: int) -> Any:
+        return None
+
+    def _rotary_table(self, positions: Int[Tensor, " pos"], key: Any) -> tuple[Tensor, Tensor]:
+        dummy = torch.empty(0, dtype=self.model.dtype, device=positions.device)
+        return self.model.model.rotary_emb(dummy, positions[None])  # ([1 pos d_head], [1 pos d_head])
+
+    def attention_output(self, layer: int, z: Float[Tensor, "*batch pos head d_head"]) -> Tensor:
+        """What the attention sublayer adds to the residual stream, from the heads' outputs."""
+        flat = z.reshape(*z.shape[:-2], self.n_heads * self.d_head)  # [*batch pos head*d_head]
+        return self._attention(layer).o_proj(flat)
+
+    def output_weight(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
+        """The attention output projection split by head: a view, so writing to it changes the model."""
+        weight = self._attention(layer).o_proj.weight  # [d_model head*d_head]
+        return weight.T.view(self.n_heads, self.d_head, self.d_model)
+
+    def mlp_output(self, layer: int, resid_mid: Float[Tensor, "*batch pos d_model"]) -> Tensor:
+        """What the MLP sublayer adds to the residual stream."""
+        block = self.layers[layer]
+        return block.mlp(block.post_attention_layernorm(resid_mid))
+
+    def final_norm(self, resid: Float[Tensor, "*batch d_model"]) -> Tensor:
+        return self.model.model.norm(resid)
+
+    def head_writes(
+        self, layer: int, z: Float[Tensor, "*batch pos head d_head"]
+    ) -> Float[Tensor, "*batch pos head d_model"]:
+        """Each head's share of `attention_output` (which is their sum, plus any output bias)."""
+        return torch.einsum("...hd,hdm->...hm", z, self.output_weight(layer))
+
+    def zero_head(self, layer: int, head: int) -> None:
+        """Ablate a head in the weights: zero its share of the output projection, so it writes nothing."""
+        with torch.no_grad():
+            self.output_weight(layer)[head] = 0.0
+
+    def frozen_final_norm(
+        self, components: Float[Tensor, "*batch component d_model"], total: Float[Tensor, "*batch d_model"]
+    ) -> tuple[Float[Tensor, "*batch component d_model"], Float[Tensor, "*batch d_model"]]:
+        """The final norm as the affine map it is at `total`'s statistics, applied to each component.
+
+        Returns the normed components and the constant term (the norm's bias) that belongs to none of
+        them: for components summing to `total`, normed components + constant == final_norm(total).
+        """
+        norm = self.model.model.norm
+        scale = torch.rsqrt(total.float().pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+        return components * scale.unsqueeze(-2).to(components.dtype) * norm.weight, torch.zeros_like(total)
+
+    # -- shared pieces --------------------------------------------------------------------------
+
+    def qkv(
+        self, layer: int, normed: Float[Tensor, "row pos d_model"], *, start: int
+    ) -> tuple[
+        Float[Tensor, "row head pos d_head"],
+        Float[Tensor, "row kv_head pos d_head"],
+        Float[Tensor, "row kv_head pos d_head"],
+    ]:
+        """Queries and keys ready for attention (normed, rotated) and values, for positions start.. ."""
+        q, k, v = self._project_qkv(layer, normed)
+        rows, n_pos = normed.shape[:2]
+        # [row pos heads*d_head] -> [row heads pos d_head]
+        q = q.view(rows, n_pos, -1, self.d_head).transpose(1, 2)
+        k = k.view(rows, n_pos, -1, self.d_head).transpose(1, 2)
+        v = v.view(rows, n_pos, -1, self.d_head).transpose(1, 2)
+        q, k = self._normalize_qk(layer, q, k)
+        table = self._rotary(layer, start, start + n_pos)
+        if table is not None:
+            cos, sin = table  # [pos d_head], broadcast over rows and heads
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+        return q, k, v
+
+    def _rotary(self, layer: int, start: int, stop: int) -> tuple[Tensor, Tensor] | None:
+        """cos and sin of positions start..stop-1, [pos d_head] each."""
+        cos, sin = self._rotary_table(torch.arange(start, stop, device=self.device), self._rotary_key(layer))
+        return cos[0], sin[0]
+
+    def pattern(
+        self,
+        layer: int,
+        q: Float[Tensor, "row head q_pos d_head"],
+        k: Float[Tensor, "row kv_head k_pos d_head"],
+        *,
+        q_start: int,
+    ) -> Float[Tensor, "row head q_pos k_pos"]:
+        """Softmaxed attention of queries at positions q_start.. over keys at positions 0..k_pos-1."""
+        attn = self._attention(layer)
+        rows, _, n_q, _ = q.shape
+        n_k = k.shape[-2]
+        group = self.n_heads // self.n_kv_heads
+        # Grouped-query attention without copying keys: [row kv_head group q_pos d_head]
+        grouped = q.view(rows, self.n_kv_heads, group, n_q, self.d_head)
+        scores = grouped @ k.unsqueeze(2).transpose(-1, -2) * attn.scaling  # [row kv group q k]
+        scores = scores.view(rows, self.n_heads, n_q, n_k)
+        softcap = getattr(attn, "attn_logit_softcapping", None)
+        if softcap is not None:
+            scores = torch.tanh(scores / softcap) * softcap
+        q_positions = torch.arange(q_start, q_start + n_q, device=q.device)
+        k_positions = torch.arange(n_k, device=q.device)
+        visible = k_positions[None, :] <= q_positions[:, None]  # [q_pos k_pos]
+        window = getattr(attn, "sliding_window", None)
+        if window is not None:
+            visible &= k_positions[None, :] > q_positions[:, None] - window
+        scores = scores.masked_fill(~visible, float("-inf"))
+        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+
+    def mix(
+        self, pattern: Float[Tensor, "row head q_pos k_pos"], v: Float[Tensor, "row kv_head k_pos d_head"]
+    ) -> Float[Tensor, "row q_pos head d_head"]:
+        """Each head's output z: its pattern applied to its (possibly shared) values."""
+        rows, _, n_q, n_k = pattern.shape
+        group = self.n_heads // self.n_kv_heads
+        grouped = pattern.view(rows, self.n_kv_heads, group, n_q, n_k)
+        z = grouped @ v.unsqueeze(2)  # [row kv_head group q_pos d_head]
+        return z.view(rows, self.n_heads, n_q, self.d_head).transpose(1, 2)
+
+    def unembed(
+        self, resid: Float[Tensor, "*batch d_model"], token_ids: Int[Tensor, "*batch k"]
+    ) -> Float[Tensor, "*batch k"]:
+        """The logits of `token_ids` only (the rows of the unembedding a metric needs)."""
+        normed = self.final_norm(resid)
+        head = self.model.get_output_embeddings()
+        logits = (normed.unsqueeze(-2) * head.weight[token_ids]).sum(-1)
+        if getattr(head, "bias", None) is not None:
+            logits = logits + head.bias[token_ids]
+        softcap = getattr(self.config, "final_logit_softcapping", None)
+        if softcap is not None:
+            logits = torch.tanh(logits / softcap) * softcap
+        return logits
+
+    def run(
+        self, tokens: Int[Tensor, "batch pos"], *, keep: Collection[str] = ACTIVATIONS, differentiable: bool = False
+    ) -> Run:
+        """The whole model on `tokens`, recording the activations named in `keep`.
+
+        `differentiable` makes every activation carry a gradient even when the model's parameters
+        do not (the embedding output becomes a leaf that requires grad); call it under grad mode.
+        """
+        unknown = set(keep) - set(ACTIVATIONS)
+        if unknown:
+            raise ValueError(f"unknown activations {sorted(unknown)}; choose from {ACTIVATIONS}")
+        acts: dict[str, list[Tensor]] = {name: [] for name in keep}
+
+        def record(name: str, value: Tensor) -> Tensor:
+            if name in acts:
+                acts[name].append(value)
+            return value
+
+        resid = self.embed(tokens)
+        if differentiable:
+            resid = resid.detach().requires_grad_()
+        for layer in range(self.n_layers):
+            record("resid_pre", resid)
+            q, k, v = self.qkv(layer, self.attention_input(layer, resid), start=0)
+            record("k", k)
+            record("v", v)
+            pattern = record("pattern", self.pattern(layer, q, k, q_start=0))
+            z = record("z", self.mix(pattern, v))
+            resid = record("resid_mid", resid + record("attn_out", self.attention_output(layer, z)))
+            resid = resid + record("mlp_out", self.mlp_output(layer, resid))
+        return Run(tokens=tokens, acts={name: tuple(values) for name, values in acts.items()}, resid_final=resid)
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _GPT2Forward(ResumableForward):
+    """GPT-2: LayerNorm, learned positions added to the embedding, one fused q/k/v Conv1D."""
+
+    def _layers(self) -> nn.ModuleList:
+        return self.model.transformer.h
+
+    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Tensor:
+        transformer = self.model.transformer
+        positions = torch.arange(tokens.shape[-1], device=tokens.device)
+        return transformer.wte(tokens) + transformer.wpe(positions)
+
+    def attention_input(self, layer: int, resid: Tensor) -> Tensor:
+        return self.layers[layer].ln_1(resid)
+
+    def _project_qkv(self, layer: int, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q, k, v = self.layers[layer].attn.c_attn(x).split(self.d_model, dim=-1)
+        return q, k, v
+
+    def _rotary(self, layer: int, start: int, stop: int) -> None:
+        return None
+
+    def _attention(self, layer: int) -> nn.Module:
+        return self.layers[layer].attn
+
+    def attention_output(self, layer: int, z: Tensor) -> Tensor:
+        flat = z.reshape(*z.shape[:-2], self.d_model)  # [*batch pos head*d_head]
+        return self.layers[layer].attn.c_proj(flat)
+
+    def mlp_output(self, layer: int, resid_mid: Tensor) -> Tensor:
+        block = self.layers[layer]
+        return block.mlp(block.ln_2(resid_mid))
+
+    def final_norm(self, resid: Tensor) -> Tensor:
+        return self.model.transformer.ln_f(resid)
+
+    def output_weight(self, layer: int) -> Tensor:
+        weight = self.layers[layer].attn.c_proj.weight  # Conv1D: [head*d_head d_model]
+        return weight.view(self.n_heads, self.d_head, self.d_model)
+
+    def frozen_final_norm(self, components: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
+        # LayerNorm centres each component (linear), scales by the total's 1/std, then adds its bias.
+        norm = self.model.transformer.ln_f
+        scale = torch.rsqrt(total.var(-1, unbiased=False, keepdim=True) + norm.eps).unsqueeze(-2)
+        centred = components - components.mean(-1, keepdim=True)
+        return centred * scale * norm.weight, norm.bias.expand_as(total)
+
+
+class _Gemma3Forward(ResumableForward):
+    """Gemma 3: q/k RMSNorm, a norm after each sublayer too, a rotary table per layer type."""
+
+    def _normalize_qk(self, layer: int, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        attn = self._attention(layer)
+        return attn.q_norm(q), attn.k_norm(k)
+
+    def _rotary_key(self, layer: int) -> Any:
+        return self.config.layer_types[layer]
+
+    def _rotary_table(self, positions: Tensor, key: Any) -> tuple[Tensor, Tensor]:
+        dummy = torch.empty(0, dtype=self.model.dtype, device=positions.device)
+        return self.model.model.rotary_emb(dummy, positions[None], key)
+
+    def attention_output(self, layer: int, z: Tensor) -> Tensor:
+        return self.layers[layer].post_attention_layernorm(super().attention_output(layer, z))
+
+    def head_writes(self, layer: int, z: Tensor) -> Tensor:
+        # The post-attention norm acts on the heads' sum; frozen at that sum's scale it is linear.
+        raw = super().head_writes(layer, z)  # [*batch pos head d_model]
+        return _frozen_rms(self.layers[layer].post_attention_layernorm, raw, raw.sum(-2))
+
+    def frozen_final_norm(self, components: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
+        return _frozen_rms(self.model.model.norm, components, total), torch.zeros_like(total)
+
+    def mlp_output(self, layer: int, resid_mid: Tensor) -> Tensor:
+        block = self.layers[layer]
+        return block.post_feedforward_layernorm(block.mlp(block.pre_feedforward_layernorm(resid_mid)))
+
+
+def _frozen_rms(norm: nn.Module, components: Tensor, total: Tensor) -> Tensor:
+    """Gemma's RMSNorm, x * rsqrt(mean(x²) + eps) * (1 + w), at `total`'s scale, on each component."""
+    scale = torch.rsqrt(total.float().pow(2).mean(-1, keepdim=True) + norm.eps).unsqueeze(-2)
+    return (components.float() * scale * (1.0 + norm.weight.float())).to(components.dtype)
+
+
+# Hugging Face `config.model_type` -> the forward that reproduces it.
+_FORWARDS: dict[str, type[ResumableForward]] = {
+    "llama": ResumableForward,
+    "gpt2": _GPT2Forward,
+    "gemma3_text": _Gemma3Forward,
+}
+SUPPORTED_MODEL_TYPES = tuple(_FORWARDS)
+
+
+def resumable_forward(model: nn.Module) -> ResumableForward:
+    """The piecewise forward for a Hugging Face causal LM; PatchingError if its architecture is not covered."""
+    model_type = getattr(model.config, "model_type", None)
+    try:
+        forward_class = _FORWARDS[model_type]
+    except KeyError:
+        raise PatchingError(
+            f"seqprobe's patching engine has no forward for model_type={model_type!r}; it covers "
+            f"{', '.join(SUPPORTED_MODEL_TYPES)}. Use transformer_lens.patching for this model, or add a "
+            "ResumableForward subclass in seqprobe/forward.py (tests compare it with TransformerBridge)"
+        ) from None
+    return forward_class(model)

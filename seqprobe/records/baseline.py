@@ -1,0 +1,528 @@
+"""Compare a run with a stored one: which cases regressed, improved, appeared or vanished.
+
+A baseline is a results file (`RunResults` JSON) from an earlier run. Each case is matched by
+its id and each metric compared with a tolerance: a metric that moves the wrong way by more
+than its tolerance is a regression, one that moves the right way by more is an improvement, and
+anything within tolerance is unchanged. Higher is better unless the case lists the metric in
+`lower_is_better` (rank).
+
+Two runs only compare when they measured the same thing. A baseline made with another model
+(other name or other weights sha256) is not compared case by case unless asked
+(`across_models=True`, which `seqprobe compare` uses to diff two models on purpose); a case whose
+case file changed since the baseline is reported as such, with its deltas shown but not judged,
+because its thresholds, prompts or distractors may have changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Literal
+
+from seqprobe.errors import BaselineError
+from seqprobe.records.atomic import write_text_atomic
+from seqprobe.records.results import RESULTS_FORMAT_VERSION, CaseResult, RunResults
+
+__all__ = [
+    "ACCEPT_HINT",
+    "DEFAULT_TOLERANCE",
+    "DEFAULT_TOLERANCES",
+    "STATUS_ORDER",
+    "STATUS_TEXT",
+    "CaseComparison",
+    "CaseStatus",
+    "MetricChange",
+    "MetricVerdict",
+    "RunComparison",
+    "case_file_of",
+    "compare_case",
+    "compare_runs",
+    "compare_to_baseline",
+    "format_value",
+    "load_results",
+    "metric_label",
+    "parse_tolerance",
+    "summary_lines",
+    "tolerance_for",
+    "write_baseline",
+]
+
+# How far a metric may move before it counts: above the numeric noise of running the same
+# weights on another device, dtype or library version, below a change in what the model does.
+DEFAULT_TOLERANCES: Mapping[str, float] = MappingProxyType(
+    {
+        # Absolute probability. Another device or kernel moves it in the third decimal, half
+        # precision by about a hundredth; a drop of 0.05 changes how sure the model is.
+        "p_answer": 0.05,
+        # Places in a vocabulary of tens of thousands. Near-tied neighbours swap under small
+        # numeric changes; falling three or more places is a real change.
+        "rank": 2,
+        # A log odds ratio: 0.5 multiplies the odds of answer over distractor by 1.65, more than
+        # precision changes do and enough to flip close pairs.
+        "logit_diff": 0.5,
+        # Fraction of the clean-vs-corrupted gap a patch restores; 0.1 is ten points, coarser
+        # than numeric noise, finer than the gap between a component that matters and one
+        # that does not.
+        "recovery": 0.1,
+        # Share of a family's variants that pass; 0.1 is one or two variants of a 10-20 variant
+        # family flipping, which sampling and near-threshold variants do between runs.
+        "pass_rate": 0.1,
+        # Logit margin of an invariance or direction check: same scale as logit_diff.
+        "margin": 0.5,
+    }
+)
+# For a metric with no default of its own; "*" in the overrides replaces it.
+DEFAULT_TOLERANCE = 0.1
+# Messages and tables list the usual metrics in this order.
+_METRIC_RANK = {name: i for i, name in enumerate(DEFAULT_TOLERANCES)}
+
+ACCEPT_HINT = "to accept, rerun with --update-baseline"
+
+CaseStatus = Literal["regressed", "improved", "case_file_changed", "model_changed", "new", "missing", "unchanged"]
+MetricVerdict = Literal["regressed", "improved", "new", "missing", "unchanged"]
+# The order reports list cases in: what needs action first.
+STATUS_ORDER: tuple[CaseStatus, ...] = (
+    "regressed",
+    "improved",
+    "case_file_changed",
+    "model_changed",
+    "new",
+    "missing",
+    "unchanged",
+)
+STATUS_TEXT: Mapping[CaseStatus, str] = MappingProxyType(
+    {
+        "regressed": "regressed",
+        "improved": "improved",
+        "case_file_changed": "case file changed",
+        "model_changed": "model changed",
+        "new": "new",
+        "missing": "missing",
+        "unchanged": "unchanged",
+    }
+)
+# Model fields that decide whether two runs measured the same model. New weights under the same
+# name (a fine-tune, a requantization) are a new version of that model: exactly what a baseline
+# exists to check, so sha256, like source, dtype and device, is compared across and stated.
+MODEL_IDENTITY = ("name",)
+# Environment fields that differ on every run and say nothing about comparability.
+VOLATILE_ENVIRONMENT = ("date", "command")
+
+
+@dataclass(frozen=True)
+class MetricChange:
+    """One metric of one case, before and after."""
+
+    metric: str
+    baseline: float | None
+    current: float | None
+    tolerance: float
+    lower_is_better: bool
+    verdict: MetricVerdict
+
+    @property
+    def delta(self) -> float | None:
+        if self.baseline is None or self.current is None:
+            return None
+        return self.current - self.baseline
+
+    @property
+    def size(self) -> float:
+        """The change in tolerances, for ordering "biggest first"; appearing or vanishing is ∞."""
+        if self.verdict in ("new", "missing"):
+            return math.inf
+        delta = self.delta
+        if delta is None or delta == 0 or math.isnan(delta):
+            return 0.0
+        return abs(delta) / self.tolerance if self.tolerance > 0 else math.inf
+
+
+@dataclass(frozen=True)
+class CaseComparison:
+    """One case against the baseline: its status, each metric's change, what to tell people."""
+
+    case_id: str
+    status: CaseStatus
+    metrics: tuple[MetricChange, ...]
+    # Lines in the form of pytest-regressions' messages, the last one ending with how to accept.
+    messages: tuple[str, ...]
+    baseline: CaseResult | None
+    current: CaseResult | None
+
+    @property
+    def size(self) -> float:
+        return max((change.size for change in self.metrics), default=0.0)
+
+
+@dataclass(frozen=True)
+class RunComparison:
+    """A whole run against the baseline, with what makes the two comparable or not."""
+
+    cases: tuple[CaseComparison, ...]
+    # "field: old → new" for model fields that differ; identity fields first.
+    model_changes: tuple[str, ...]
+    # False when the model's identity differs and cases were not compared (see `compare_runs`).
+    models_match: bool
+    # Case files whose sha256 differs, as "path: old → new".
+    changed_case_files: tuple[str, ...]
+    # Versions and other environment fields that differ, as "field: old → new".
+    environment_changes: tuple[str, ...]
+
+    def with_status(self, status: CaseStatus) -> tuple[CaseComparison, ...]:
+        return tuple(case for case in self.cases if case.status == status)
+
+    def counts(self) -> dict[CaseStatus, int]:
+        return {status: len(self.with_status(status)) for status in STATUS_ORDER}
+
+    @property
+    def has_regressions(self) -> bool:
+        return any(case.status == "regressed" for case in self.cases)
+
+    def by_id(self) -> dict[str, CaseComparison]:
+        return {case.case_id: case for case in self.cases}
+
+    def ordered(self) -> list[CaseComparison]:
+        """Cases needing action first, then within each status the biggest change first."""
+        rank = {status: i for i, status in enumerate(STATUS_ORDER)}
+        return sorted(self.cases, key=lambda case: (rank[case.status], -case.size))
+
+
+def tolerance_for(metric: str, tolerances: Mapping[str, float]) -> float:
+    """The tolerance of `metric`: an override, else the default for its name.
+
+    A metric named "recovery:L3H2" (one per claim) takes "recovery"'s tolerance unless it has
+    its own. "*" in `tolerances` replaces the fallback for metrics with no default.
+    """
+    family = metric.split(":", 1)[0]
+    for source in (tolerances, DEFAULT_TOLERANCES):
+        for key in (metric, family):
+            if key in source:
+                return float(source[key])
+    return float(tolerances.get("*", DEFAULT_TOLERANCE))
+
+
+def compare_case(
+    baseline: CaseResult | None,
+    current: CaseResult | None,
+    *,
+    tolerances: Mapping[str, float] = MappingProxyType({}),
+    accept_hint: str | None = ACCEPT_HINT,
+) -> CaseComparison:
+    """Compare one case's metrics with its baseline, each within its tolerance.
+
+    `tolerances` overrides `DEFAULT_TOLERANCES` per metric (the plugin merges case-file and
+    command-line overrides into it). `accept_hint` ends the last message line; None leaves it off.
+    """
+    if baseline is None and current is None:
+        raise ValueError("compare_case needs a baseline case, a current case, or both")
+    case_id = (current or baseline).case_id  # type: ignore[union-attr]
+    changes = _metric_changes(baseline, current, tolerances)
+    if baseline is None:
+        message = "new: not in the baseline"
+        return _uncompared(case_id, "new", [message], None, current, accept_hint, metrics=changes)
+    if current is None:
+        message = "missing: in the baseline but not in this run"
+        return _uncompared(case_id, "missing", [message], baseline, None, accept_hint, metrics=changes)
+    verdicts = {change.verdict for change in changes}
+    status: CaseStatus = (
+        "regressed" if verdicts & {"regressed", "missing"} else "improved" if "improved" in verdicts else "unchanged"
+    )
+    lines = [_change_line(change, current.answer or baseline.answer) for change in changes]
+    messages = [line for line in lines if line]
+    if messages and status != "unchanged":
+        messages[-1] = _with_hint(messages[-1], accept_hint)
+    return CaseComparison(case_id, status, changes, tuple(messages), baseline, current)
+
+
+def compare_to_baseline(
+    baseline: RunResults,
+    current: CaseResult,
+    *,
+    model: Mapping[str, str],
+    case_files: Mapping[str, str],
+    tolerances: Mapping[str, float] = MappingProxyType({}),
+    across_models: bool = False,
+    accept_hint: str | None = ACCEPT_HINT,
+) -> CaseComparison:
+    """Compare one case of a run in progress with `baseline`; `model`, `case_files` are this run's.
+
+    The plugin calls this as each case finishes, to fail the case there; `compare_runs` calls
+    it for every case, so both give the same verdict.
+    """
+    old = baseline.by_id().get(current.case_id)
+    comparison = compare_case(old, current, tolerances=tolerances, accept_hint=accept_hint)
+    if old is not None and not across_models and _identity_changes(baseline.model, model):
+        message = (
+            f"not compared: the baseline was made with {_describe_model(baseline.model)}, "
+            f"this run uses {_describe_model(model)}"
+        )
+        return _uncompared(
+            current.case_id,
+            "model_changed",
+            [message],
+            old,
+            current,
+            accept_hint,
+            metrics=comparison.metrics,
+        )
+    path = case_file_of(current.case_id)
+    before, after = baseline.case_files.get(path), case_files.get(path)
+    if old is not None and before and after and before != after:
+        message = (
+            f"not compared: case file {path} changed since the baseline (sha256 {_short(before)} → {_short(after)})"
+        )
+        return _uncompared(
+            current.case_id,
+            "case_file_changed",
+            [message],
+            old,
+            current,
+            accept_hint,
+            metrics=comparison.metrics,
+        )
+    return comparison
+
+
+def compare_runs(
+    baseline: RunResults,
+    current: RunResults,
+    *,
+    tolerances: Mapping[str, float] = MappingProxyType({}),
+    case_tolerances: Mapping[str, Mapping[str, float]] = MappingProxyType({}),
+    across_models: bool = False,
+    accept_hint: str | None = ACCEPT_HINT,
+) -> RunComparison:
+    """Compare every case of `current` with `baseline`, and the cases only the baseline has.
+
+    A case uses `case_tolerances[case_id]` when given (its case file's overrides merged with
+    the command line's), else `tolerances`. With a different model (name or weights sha256)
+    and `across_models` False, no case is compared: each is reported as "model_changed".
+    """
+    cases = [
+        compare_to_baseline(
+            baseline,
+            case,
+            model=current.model,
+            case_files=current.case_files,
+            tolerances=case_tolerances.get(case.case_id, tolerances),
+            across_models=across_models,
+            accept_hint=accept_hint,
+        )
+        for case in current.cases
+    ]
+    seen = {case.case_id for case in current.cases}
+    cases += [
+        compare_case(
+            case,
+            None,
+            tolerances=case_tolerances.get(case.case_id, tolerances),
+            accept_hint=accept_hint,
+        )
+        for case in baseline.cases
+        if case.case_id not in seen
+    ]
+    identity = _identity_changes(baseline.model, current.model)
+    others = _field_changes(baseline.model, current.model, skip=MODEL_IDENTITY)
+    changed_files = tuple(
+        f"{path}: {_short(old)} → {_short(current.case_files[path])}"
+        for path, old in baseline.case_files.items()
+        if path in current.case_files and current.case_files[path] != old
+    )
+    return RunComparison(
+        cases=tuple(cases),
+        model_changes=identity + others,
+        models_match=not identity,
+        changed_case_files=changed_files,
+        environment_changes=_field_changes(baseline.environment, current.environment, skip=VOLATILE_ENVIRONMENT),
+    )
+
+
+def summary_lines(comparison: RunComparison) -> list[str]:
+    """Plain lines for a terminal summary or a report: counts, then why runs may differ."""
+    counts = comparison.counts()
+    total = len(comparison.cases)
+    parts = [f"{n} {STATUS_TEXT[status]}" for status, n in counts.items() if n]
+    lines = [f"{', '.join(parts) or 'no cases'} ({total} case{'s' * (total != 1)})"]
+    changes = "; ".join(comparison.model_changes)
+    if not comparison.models_match:
+        compared = not comparison.with_status("model_changed")
+        verdict = "compared anyway" if compared else "not compared"
+        lines.append(f"different model ({verdict}): {changes}")
+    elif changes:
+        lines.append(f"model settings differ: {changes}")
+    lines += [f"case file changed, its cases not compared: {line}" for line in comparison.changed_case_files]
+    if comparison.environment_changes:
+        lines.append(f"environment differs: {'; '.join(comparison.environment_changes)}")
+    return lines
+
+
+def metric_label(metric: str, answer: str) -> str:
+    """How a message names a metric: p(' Monday') for p_answer of the answer ' Monday'."""
+    if metric == "p_answer" and answer:
+        return f"p({answer!r})"
+    if metric in ("rank", "logit_diff") and answer:
+        return f"{metric}({answer!r})"
+    return metric
+
+
+def format_value(value: float | None) -> str:
+    """A metric value in three significant digits, as messages and diff tables show it."""
+    if value is None:
+        return "missing"
+    if math.isnan(value):
+        return "nan"
+    if abs(value) >= 1000:
+        return f"{value:.0f}"
+    return f"{value:.3g}"
+
+
+def parse_tolerance(text: str) -> tuple[str, float]:
+    """Parse a `--tolerance METRIC=VALUE` option; argparse (and pytest) show the error."""
+    metric, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not sep or not metric.strip() or not number >= 0:
+        raise argparse.ArgumentTypeError(
+            f"tolerance {text!r}: expected METRIC=VALUE with VALUE a number ≥ 0, e.g. p_answer=0.1 or rank=3"
+        )
+    return metric.strip(), number
+
+
+def load_results(path: str | Path, *, fix: str = "write it from a run with --update-baseline") -> RunResults:
+    """Read a results file (a baseline, or one side of `seqprobe compare`).
+
+    A BaselineError says what is wrong, ending with `fix`: how to get a good file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BaselineError(f"results file {path} does not exist; {fix}")
+    try:
+        results = RunResults.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as error:
+        raise BaselineError(
+            f"{path} is not a seqprobe results file ({type(error).__name__}: {error}); "
+            f"use the .json written beside a --report, or {fix}"
+        ) from error
+    if results.format_version > RESULTS_FORMAT_VERSION:
+        raise BaselineError(
+            f"{path} has format_version={results.format_version}; this seqprobe reads up to "
+            f"{RESULTS_FORMAT_VERSION}: upgrade seqprobe, or {fix}"
+        )
+    return results
+
+
+def write_baseline(results: RunResults, path: str | Path) -> None:
+    """Write `results` as the baseline, atomically. Only --update-baseline may call this."""
+    write_text_atomic(path, results.dumps())
+
+
+def case_file_of(case_id: str) -> str:
+    """The case file part of a `file::suite::case` id: the key into `RunResults.case_files`."""
+    return case_id.split("::", 1)[0]
+
+
+def _metric_changes(
+    baseline: CaseResult | None, current: CaseResult | None, tolerances: Mapping[str, float]
+) -> tuple[MetricChange, ...]:
+    """Every metric either side has: the usual ones in their usual order, then the others."""
+    before = baseline.metrics if baseline else {}
+    after = current.metrics if current else {}
+    lower = {m for case in (baseline, current) if case for m in case.lower_is_better}
+    names = sorted(dict.fromkeys([*after, *before]), key=lambda name: _METRIC_RANK.get(name, len(_METRIC_RANK)))
+    changes = []
+    for name in names:
+        old, new = _measured(before, name), _measured(after, name)
+        tolerance = tolerance_for(name, tolerances)
+        verdict = _verdict(old, new, tolerance, lower_is_better=name in lower)
+        changes.append(MetricChange(name, old, new, tolerance, name in lower, verdict))
+    return tuple(changes)
+
+
+def _measured(metrics: Mapping[str, float], name: str) -> float | None:
+    """A metric's value; absent or NaN both mean "not measured"."""
+    value = metrics.get(name)
+    return None if value is None or math.isnan(value) else float(value)
+
+
+def _verdict(old: float | None, new: float | None, tolerance: float, *, lower_is_better: bool) -> MetricVerdict:
+    if old is None and new is None:
+        return "unchanged"
+    if old is None:
+        return "new"
+    if new is None:
+        return "missing"
+    gain = (old - new) if lower_is_better else (new - old)
+    if gain < -tolerance:
+        return "regressed"
+    if gain > tolerance:
+        return "improved"
+    return "unchanged"
+
+
+def _change_line(change: MetricChange, answer: str) -> str:
+    label = metric_label(change.metric, answer)
+    if change.verdict in ("regressed", "improved", "missing"):
+        verdict = "improved" if change.verdict == "improved" else "regressed"
+        before, after = format_value(change.baseline), format_value(change.current)
+        tolerance = format_value(change.tolerance)
+        return f"{verdict}: {label} {before} → {after} (tolerance {tolerance})"
+    if change.verdict == "new":
+        return f"new metric: {label} = {format_value(change.current)} (not in the baseline)"
+    return ""
+
+
+def _uncompared(
+    case_id: str,
+    status: CaseStatus,
+    messages: list[str],
+    baseline: CaseResult | None,
+    current: CaseResult | None,
+    accept_hint: str | None,
+    *,
+    metrics: tuple[MetricChange, ...] = (),
+) -> CaseComparison:
+    messages[-1] = _with_hint(messages[-1], accept_hint)
+    return CaseComparison(case_id, status, metrics, tuple(messages), baseline, current)
+
+
+def _with_hint(line: str, hint: str | None) -> str:
+    return f"{line}; {hint}" if hint else line
+
+
+def _identity_changes(old: Mapping[str, str], new: Mapping[str, str]) -> tuple[str, ...]:
+    """Identity fields that differ; one missing on either side (no sha256 known) is no evidence."""
+    return tuple(
+        f"{key}: {_show(key, old[key])} → {_show(key, new[key])}"
+        for key in MODEL_IDENTITY
+        if old.get(key) and new.get(key) and old[key] != new[key]
+    )
+
+
+def _field_changes(old: Mapping[str, str], new: Mapping[str, str], *, skip: Sequence[str]) -> tuple[str, ...]:
+    keys = [key for key in dict.fromkeys([*old, *new]) if key not in skip]
+    return tuple(
+        f"{key}: {_show(key, old.get(key, '—'))} → {_show(key, new.get(key, '—'))}"
+        for key in keys
+        if old.get(key) != new.get(key)
+    )
+
+
+def _describe_model(model: Mapping[str, str]) -> str:
+    name = model.get("name", "an unnamed model")
+    return f"{name} (sha256 {_short(model['sha256'])})" if model.get("sha256") else name
+
+
+def _show(key: str, value: str) -> str:
+    return _short(value) if key == "sha256" else value
+
+
+def _short(digest: str) -> str:
+    """Enough of a sha256 to tell two apart in a message."""
+    return digest[:12]

@@ -1,0 +1,442 @@
+"""The markdown capability report: what a run measured, readable on a git host.
+
+`write_report(results, "reports/NAME.md")` writes three things, each file atomically (see
+`seqprobe.records.atomic`), so an interrupted run never leaves a half-written file: the previous
+markdown and results file stay whole (its PNGs may already be the new run's, each one whole):
+
+- `reports/NAME_files/*.png`: the pictures of every case that has `details["figures"]`, one PNG
+  per figure spec (the contract is in `seqprobe.records.plots`), named by `plots.figure_filename`;
+- `reports/NAME.json`: the `RunResults` itself: every metric of every case, the model metadata
+  and the case files' sha256, the file `--baseline` and `seqprobe compare` read;
+- `reports/NAME.md`, last, linking both relatively.
+
+The markdown is, in order: a header (model, source, weights sha256, dtype, device, versions,
+date, results file, case files, the command that reproduces it); the baseline comparison when
+there is one; a summary table per suite; then per suite, one table per kind of case, failures
+first, with a column for each metric any of its cases has; then for each case with claims or
+figures (patching, attribution) its claims and its pictures.
+
+What report cells read from a `CaseResult`:
+- `metrics`: any names; p_answer, rank, logit_diff, pass_rate, margin, recovery come first with
+  readable headers, others follow under their own names.
+- `details["top_k"]`: [{"token", "logit", "prob"}, ...]; the first three make the Top-3 column.
+- `details["variants_total"]`, `["variants_run"]`, `["sampled"]`, `["failing_variants"]`: the
+  Variants and Failing variants columns of a phrasing family.
+- `details["claims"]`: [{"text", "value", "threshold", "passed"}, ...], a mechanistic case's claims.
+- `details["figures"]`: [FigureSpec JSON, ...], the case's pictures.
+- `failures` and `known_failure`: the Notes column.
+
+pandas is imported inside the functions that build tables, so the pytest plugin can import this
+module for free.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import platform
+import shlex
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import quote
+
+from seqprobe.errors import BaselineError
+from seqprobe.records.atomic import write_text_atomic
+from seqprobe.records.baseline import STATUS_TEXT, RunComparison, case_file_of, format_value, summary_lines
+from seqprobe.records.plots import FigureSpec, figure_filename, render_figure
+from seqprobe.records.results import CaseResult, RunResults
+
+__all__ = [
+    "ReportFiles",
+    "figures_dir_for",
+    "markdown_code",
+    "markdown_table",
+    "markdown_text",
+    "render_report",
+    "results_path_for",
+    "run_environment",
+    "write_report",
+]
+
+# Packages whose versions decide what a run measures; the header and the results file name them.
+VERSIONED_PACKAGES = ("seqprobe", "transformer_lens", "torch")
+
+# Failures first: they are what a reader opens the report for; then what changed for the better.
+OUTCOME_ORDER = {"failed": 0, "error": 0, "xpassed": 1, "xfailed": 2, "passed": 3, "skipped": 4}
+OUTCOME_TEXT = MappingProxyType(
+    {
+        "failed": "**failed**",
+        "error": "**error**",
+        "xpassed": "**gained**",
+        "xfailed": "known failure",
+        "passed": "passed",
+        "skipped": "skipped",
+    }
+)
+KIND_HEADINGS = MappingProxyType(
+    {
+        "completion": "Completions",
+        "family": "Phrasing families",
+        "invariance": "Invariances",
+        "direction": "Directions",
+        "patching": "Activation patching",
+        "attribution": "Direct attribution",
+    }
+)
+# Metrics shown first, in this order, under these headers; any other metric follows by name.
+METRIC_HEADERS = MappingProxyType(
+    {
+        "p_answer": "p(answer)",
+        "rank": "Rank",
+        "logit_diff": "Logit diff vs distractor",
+        "pass_rate": "Pass rate",
+        "margin": "Margin",
+        "recovery": "Recovery",
+    }
+)
+TOP_K_SHOWN = 3
+FAILING_VARIANTS_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What `write_report` wrote."""
+
+    markdown: Path
+    results: Path
+    figures: tuple[Path, ...]
+
+
+def run_environment(*, command: Sequence[str], now: datetime) -> dict[str, str]:
+    """`RunResults.environment` for this process: versions, date, and the command to rerun.
+
+    Versions come from installed metadata, so torch is not imported to learn its version.
+    """
+    versions = {name: _version(name) for name in VERSIONED_PACKAGES}
+    return versions | {
+        "python": platform.python_version(),
+        "date": now.isoformat(timespec="seconds"),
+        "command": shlex.join(command),
+    }
+
+
+def results_path_for(report: str | Path) -> Path:
+    """reports/NAME.md -> reports/NAME.json, the results file written beside a report."""
+    return Path(report).with_suffix(".json")
+
+
+def figures_dir_for(report: str | Path) -> Path:
+    """reports/NAME.md -> reports/NAME_files, the folder of a report's PNGs."""
+    report = Path(report)
+    return report.with_name(f"{report.stem}_files")
+
+
+def write_report(
+    results: RunResults,
+    path: str | Path,
+    *,
+    comparison: RunComparison | None = None,
+    baseline_label: str = "",
+    protect: Collection[str | Path] = (),
+    progress: Callable[[str], None] | None = None,
+) -> ReportFiles:
+    """Write the report at `path` (NAME.md), its NAME.json and its NAME_files/ PNGs.
+
+    `protect` lists files the report must never replace (the --baseline file, unless updating
+    it): a report whose NAME.json is one of them is refused before anything is written.
+    `progress` receives one line per figure drawn (the plugin passes a stderr writer).
+    PNGs a previous report left in NAME_files/ that this one does not use are removed.
+    """
+    path = Path(path)
+    results_path, figures_dir = results_path_for(path), figures_dir_for(path)
+    if path.suffix == ".json":
+        raise ValueError(f"report {path}: expected a .md path; its results go to a .json beside it")
+    if any(results_path.resolve() == Path(other).resolve() for other in protect):
+        raise BaselineError(
+            f"report {path} would write its results to {results_path}, the baseline file; only "
+            "--update-baseline writes a baseline: pick another --report name"
+        )
+    figures = _figures(results)
+    written = []
+    for i, (case, spec, filename) in enumerate(figures, start=1):
+        if progress is not None:
+            progress(f"seqprobe: drawing figure {i}/{len(figures)}: {case.case_id} {spec.name}")
+        render_figure(spec, figures_dir / filename)
+        written.append(figures_dir / filename)
+    write_text_atomic(results_path, results.dumps())
+    markdown = render_report(
+        results,
+        figures_dir=figures_dir.name,
+        results_file=results_path.name,
+        comparison=comparison,
+        baseline_label=baseline_label,
+    )
+    write_text_atomic(path, markdown)
+    _remove_stale_figures(figures_dir, keep={p.name for p in written})
+    return ReportFiles(markdown=path, results=results_path, figures=tuple(written))
+
+
+def render_report(
+    results: RunResults,
+    *,
+    figures_dir: str = "figures",
+    results_file: str = "",
+    comparison: RunComparison | None = None,
+    baseline_label: str = "",
+) -> str:
+    """The report's markdown; figure links point into `figures_dir`, relative to the report."""
+    lines = _header(results, results_file=results_file)
+    if comparison is not None:
+        lines += _baseline_section(comparison, baseline_label)
+    lines += ["## Summary", "", _summary_table(results.cases), ""]
+    for suite, cases in _group(results.cases, key=suite_label).items():
+        lines += [f"## Suite {markdown_code(suite)}", ""]
+        for kind, of_kind in _group(cases, key=lambda case: case.kind).items():
+            ordered = sorted(of_kind, key=lambda case: OUTCOME_ORDER.get(case.outcome, 0))
+            lines += [f"### {KIND_HEADINGS.get(kind, kind.capitalize())}", ""]
+            lines += [_case_table(ordered), ""]
+            for case in ordered:
+                lines += _mechanism_section(case, figures_dir)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def markdown_table(rows: Sequence[Mapping[str, str]], *, right: Collection[str] = ()) -> str:
+    """A pipe table of string cells, columns in first-row order, `right` columns right-aligned."""
+    import pandas as pd
+
+    frame = pd.DataFrame(list(rows))
+    align = ["right" if column in right else "left" for column in frame.columns]
+    return frame.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align)
+
+
+def _header(results: RunResults, *, results_file: str) -> list[str]:
+    model, env = results.model, results.environment
+    versions = " · ".join(f"{name} {env.get(name, 'unknown')}" for name in VERSIONED_PACKAGES)
+    files = ", ".join(
+        f"{markdown_code(path)} (sha256 {markdown_code(digest[:12])})" for path, digest in results.case_files.items()
+    )
+    lines = [
+        f"# Capability report: {markdown_text(model.get('name', 'unnamed model'))}",
+        "",
+        f"- **Model:** {markdown_text(model.get('name', 'unknown'))}",
+        f"- **Source:** {markdown_text(model.get('source', 'unknown'))}",
+        f"- **Weights sha256:** {markdown_code(model.get('sha256') or 'unknown')}",
+        f"- **dtype / device:** {model.get('dtype', 'unknown')} / {model.get('device', 'unknown')}",
+        f"- **Versions:** {versions}",
+        f"- **Date:** {env.get('date', 'unknown')}",
+    ]
+    if results_file:
+        lines.append(f"- **Every metric:** [{results_file}]({quote(results_file)})")
+    lines.append(f"- **Case files:** {files or 'none'}")
+    if env.get("command"):
+        lines += ["", "Reproduce with:", "", "```sh", env["command"], "```"]
+    return [*lines, ""]
+
+
+def _baseline_section(comparison: RunComparison, label: str) -> list[str]:
+    summary, *notes = summary_lines(comparison)
+    against = f" with {markdown_code(label)}" if label else ""
+    lines = ["## Baseline", "", f"Compared{against}: {summary}.", ""]
+    if notes:
+        lines += [*(f"- {markdown_text(note)}" for note in notes), ""]
+    rows = [
+        {
+            "Case": markdown_code(case.case_id),
+            "Status": STATUS_TEXT[case.status],
+            "Details": "<br>".join(markdown_text(message) for message in case.messages),
+        }
+        for case in comparison.ordered()
+        if case.status != "unchanged"
+    ]
+    return [*lines, markdown_table(rows), ""] if rows else lines
+
+
+def _summary_table(cases: Sequence[CaseResult]) -> str:
+    import pandas as pd
+
+    if not cases:
+        return "No cases ran."
+    outcomes = list(OUTCOME_ORDER)
+    frame = pd.DataFrame({"suite": [suite_label(case) for case in cases], "outcome": [case.outcome for case in cases]})
+    suites = list(dict.fromkeys(frame["suite"]))
+    counts = pd.crosstab(frame["suite"], frame["outcome"]).reindex(index=suites, columns=outcomes, fill_value=0)
+    counts.loc["**Total**"] = counts.sum()
+    rows = [
+        {
+            "Suite": markdown_code(str(suite)) if suite != "**Total**" else suite,
+            "Cases": str(row.sum()),
+            "Passed": str(row["passed"]),
+            "Failed": str(row["failed"] + row["error"]),
+            "Known failures": str(row["xfailed"]),
+            "Gained (xpass)": str(row["xpassed"]),
+            "Skipped": str(row["skipped"]),
+        }
+        for suite, row in counts.iterrows()
+    ]
+    return markdown_table(rows, right=set(rows[0]) - {"Suite"})
+
+
+def _case_table(cases: Sequence[CaseResult]) -> str:
+    """One row per case; a column appears when any case has something to put in it."""
+    metrics = [m for m in METRIC_HEADERS if any(m in case.metrics for case in cases)]
+    metrics += [m for m in dict.fromkeys(m for c in cases for m in c.metrics) if m not in metrics]
+    has = {
+        "answer": any(case.answer for case in cases),
+        "top_k": any(case.details.get("top_k") for case in cases),
+        "family": any("variants_total" in case.details for case in cases),
+    }
+    rows = []
+    for case in cases:
+        row = {
+            "Outcome": OUTCOME_TEXT.get(case.outcome, case.outcome),
+            "Case": markdown_code(_case_name(case.case_id)),
+            "Prompt": markdown_code(case.prompt) if case.prompt else "",
+        }
+        if has["answer"]:
+            row["Answer"] = markdown_code(repr(case.answer)) if case.answer else ""
+        for metric in metrics:
+            value = case.metrics.get(metric)
+            row[METRIC_HEADERS.get(metric, metric)] = "" if value is None else format_value(value)
+        if has["top_k"]:
+            row["Top-3"] = _top_k(case.details.get("top_k", ()))
+        if has["family"]:
+            row["Variants"] = _variants(case.details)
+            row["Failing variants"] = _failing_variants(case.details.get("failing_variants", ()))
+        row["Notes"] = _notes(case)
+        rows.append(row)
+    return markdown_table(rows, right={METRIC_HEADERS.get(m, m) for m in metrics})
+
+
+def _mechanism_section(case: CaseResult, figures_dir: str) -> list[str]:
+    claims, figures = case.details.get("claims", ()), case.details.get("figures", ())
+    if not claims and not figures:
+        return []
+    lines = [f"#### {markdown_code(_case_name(case.case_id))}", ""]
+    if "metric" in case.details:
+        lines += [markdown_text(str(case.details["metric"])), ""]
+    if claims:
+        rows = [
+            {
+                "Claim": markdown_text(str(claim.get("text", ""))),
+                "Value": format_value(claim.get("value")),
+                "Threshold": format_value(claim.get("threshold")),
+                "Holds": "yes" if claim.get("passed") else "**no**",
+            }
+            for claim in claims
+        ]
+        lines += [markdown_table(rows, right={"Value", "Threshold"}), ""]
+    for figure in figures:
+        link = quote(f"{figures_dir}/{figure_filename(case.case_id, figure['name'])}")
+        title = markdown_text(str(figure.get("title", figure["name"])))
+        alt = title.replace("[", "\\[").replace("]", "\\]")
+        lines += [f"![{alt}]({link})", ""]
+    return lines
+
+
+def _figures(results: RunResults) -> list[tuple[CaseResult, FigureSpec, str]]:
+    """Every figure of the run, parsed before any file is written so a bad spec writes nothing."""
+    figures: list[tuple[CaseResult, FigureSpec, str]] = []
+    owners: dict[str, tuple[str, str]] = {}
+    for case in results.cases:
+        for data in case.details.get("figures", ()):
+            try:
+                spec = FigureSpec.from_json(data)
+            except (ValueError, TypeError, KeyError) as error:
+                raise ValueError(f"case {case.case_id}: details['figures']: {error}") from error
+            filename = figure_filename(case.case_id, spec.name)
+            if filename in owners:
+                raise ValueError(
+                    f"case {case.case_id}: figure {spec.name!r} would be written to {filename}, "
+                    f"as is figure {owners[filename][1]!r} of case {owners[filename][0]}; "
+                    "give each figure of a case its own name"
+                )
+            owners[filename] = (case.case_id, spec.name)
+            figures.append((case, spec, filename))
+    return figures
+
+
+def _remove_stale_figures(figures_dir: Path, *, keep: Collection[str]) -> None:
+    if not figures_dir.is_dir():
+        return
+    for png in figures_dir.glob("*.png"):
+        if png.name not in keep:
+            png.unlink()
+    if not any(figures_dir.iterdir()):
+        figures_dir.rmdir()
+
+
+def suite_label(case: CaseResult) -> str:
+    """`file::suite` (file without its `.seqprobe.yaml`): suites of the same name in two files stay apart."""
+    file_name = case_file_of(case.case_id).rsplit("/", 1)[-1]
+    return f"{file_name.removesuffix('.seqprobe.yaml').removesuffix('.seqprobe.yml')}::{case.suite}"
+
+
+def _group(cases: Sequence[CaseResult], *, key: Callable[[CaseResult], str]) -> dict[str, list[CaseResult]]:
+    groups: dict[str, list[CaseResult]] = {}
+    for case in cases:
+        groups.setdefault(key(case), []).append(case)
+    return groups
+
+
+def _top_k(top_k: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(
+        f"{markdown_code(repr(entry['token']))} {format_value(entry['prob'])}" for entry in top_k[:TOP_K_SHOWN]
+    )
+
+
+def _variants(details: Mapping[str, Any]) -> str:
+    if "variants_total" not in details:
+        return ""
+    run, total = details.get("variants_run", details["variants_total"]), details["variants_total"]
+    return f"{run}/{total}{' (sampled)' if details.get('sampled') else ''}"
+
+
+def _failing_variants(prompts: Sequence[str]) -> str:
+    shown = [markdown_code(prompt) for prompt in prompts[:FAILING_VARIANTS_SHOWN]]
+    more = len(prompts) - FAILING_VARIANTS_SHOWN
+    return "<br>".join(shown + ([f"(+{more} more)"] if more > 0 else []))
+
+
+def _notes(case: CaseResult) -> str:
+    notes = list(case.failures)
+    if case.known_failure:
+        notes.append(f"known failure: {case.known_failure}")
+    return "<br>".join(markdown_text(note) for note in notes)
+
+
+def _case_name(case_id: str) -> str:
+    """The case's own name; the suite is the section heading and the file is in the header."""
+    return case_id.rsplit("::", 1)[-1]
+
+
+def markdown_code(text: str) -> str:
+    """`text` as an inline code span that survives a table cell: pipes and newlines escaped."""
+    text = text.replace("\n", "\\n").replace("\r", "\\r").replace("|", "\\|")
+    fence = "`" * (_longest_backtick_run(text) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _longest_backtick_run(text: str) -> int:
+    longest = run = 0
+    for char in text:
+        run = run + 1 if char == "`" else 0
+        longest = max(longest, run)
+    return longest
+
+
+def markdown_text(text: str) -> str:
+    """Free text in markdown: no table breaks, no accidental HTML or code spans."""
+    for char in ("\\", "|", "<", "`"):
+        text = text.replace(char, f"\\{char}")
+    return text.replace("\n", " ").replace("\r", " ")
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
