@@ -35,13 +35,24 @@ _EXPORTS: dict[str, str] = {
     "make_pair": "seqprobe.engine.patching",
     "prepare_patching": "seqprobe.engine.patching",
     "patch_sweep": "seqprobe.engine.patching",
-    "logit_diff_metric": "seqprobe.engine.patching",
-    "recovery": "seqprobe.engine.patching",
+    "logit_diff_metric": "seqprobe.engine.metric",
+    "recovery": "seqprobe.engine.metric",
     "attribution_patching": "seqprobe.engine.attribution",
     "direct_logit_attribution": "seqprobe.engine.attribution",
     "logit_lens": "seqprobe.engine.attribution",
     "agreement": "seqprobe.engine.attribution",
     "save_ablated_copy": "seqprobe.ablation",
+    "resolve_model": "seqprobe.loading.models",
+    "run": "seqprobe.notebook",
+    "NotebookResults": "seqprobe.notebook",
+    "cases": "seqprobe.expect",
+    "expect_case": "seqprobe.expect",
+    "expect_completion": "seqprobe.expect",
+    "expect_patching": "seqprobe.expect",
+    "expect_family": "seqprobe.expect",
+    "expect_invariance": "seqprobe.expect",
+    "expect_direction": "seqprobe.expect",
+    "ExpectationFailed": "seqprobe.expect",
 }
 
 __all__ = ["DEFAULT_MODEL", "__version__", *_EXPORTS]
@@ -58,15 +69,14 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from seqprobe.ablation import save_ablated_copy
     from seqprobe.engine.attribution import agreement, attribution_patching, direct_logit_attribution, logit_lens
+    from seqprobe.engine.metric import logit_diff_metric, recovery
     from seqprobe.engine.patching import (
         PatchingPair,
         PatchingRuns,
         SweepResult,
-        logit_diff_metric,
         make_pair,
         patch_sweep,
         prepare_patching,
-        recovery,
     )
     from seqprobe.errors import (
         AblationError,
@@ -78,6 +88,17 @@ if TYPE_CHECKING:
         TokenizationError,
         WeightsIntegrityError,
     )
+    from seqprobe.expect import (
+        ExpectationFailed,
+        cases,
+        expect_case,
+        expect_completion,
+        expect_direction,
+        expect_family,
+        expect_invariance,
+        expect_patching,
+    )
     from seqprobe.loading.known import KNOWN_MODELS
-    from seqprobe.loading.models import LoadedModel, ModelInfo, load_model
+    from seqprobe.loading.models import LoadedModel, ModelInfo, load_model, resolve_model
+    from seqprobe.notebook import NotebookResults, run
     from seqprobe.records.results import CaseResult, RunResults

@@ -1,6 +1,6 @@
 """`seqprobe bench`: seqprobe's patching engine against transformer_lens.patching, side by side.
 
-Both tools run the study's whole grid — the six sweeps of `seqprobe.engine.patching.SITES` on its four
+Both tools run the study's whole grid — the six sweeps of `seqprobe.vocabulary.sites.SITES` on its four
 day-of-the-week pairs — in one process, on the same model, prompts and metric. Each tool's time
 includes the runs it has to cache first (seqprobe: the clean and corrupted runs; transformer_lens:
 `run_with_cache` on the clean prompts and the unpatched corrupted run that recovery is measured
@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 from torch import Tensor
 
-from seqprobe.engine.patching import SITES, PatchingPair, logit_diff_metric, make_pair, prepare_patching
-from seqprobe.loading.known import DEFAULT_MODEL
+from seqprobe.engine.patching import PatchingPair, logit_diff_metric, make_pair, prepare_patching
+from seqprobe.vocabulary.options import add_model_options
+from seqprobe.vocabulary.sites import SITES, hook_name
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -98,16 +99,8 @@ def transformer_lens_sweeps() -> dict[str, Callable[..., Tensor]]:
 
 
 def reference_hook_names(n_layers: int, sites: Sequence[str]) -> list[str]:
-    """The bridge hooks transformer_lens's sweeps of `sites` read from the clean cache."""
-    hooks = {
-        "resid_pre": "blocks.{}.hook_resid_pre",
-        "attn_out": "blocks.{}.hook_attn_out",
-        "mlp_out": "blocks.{}.hook_mlp_out",
-        "z": "blocks.{}.attn.hook_z",
-        "v": "blocks.{}.attn.hook_v",
-        "pattern": "blocks.{}.attn.hook_pattern",
-    }
-    return [hooks[site].format(layer) for site in sites for layer in range(n_layers)]
+    """The bridge hooks transformer_lens's sweeps of `sites` read from the clean cache, site by site."""
+    return [hook_name(site, layer) for site in sites for layer in range(n_layers)]
 
 
 @dataclass(frozen=True)
@@ -271,7 +264,7 @@ def _clock(device: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`seqprobe bench [--model NAME] [--device DEV] [--json]`."""
+    """`seqprobe bench [--model NAME] [--device DEV] [--dtype DTYPE] [--json]`."""
     from seqprobe.errors import SeqprobeError
     from seqprobe.loading.models import load_model
 
@@ -280,14 +273,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run the study's patching grid with seqprobe and with transformer_lens.patching; "
         "print both wall times, the speedup and the largest difference between their results.",
     )
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"model name, folder or .gguf (default: {DEFAULT_MODEL})"
-    )
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1, auto (default: cpu)")
+    add_model_options(parser.add_argument)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
-        loaded = load_model(args.model, device=args.device)
+        loaded = load_model(args.model, device=args.device, dtype=args.dtype)
         result = run_benchmark(loaded.bridge, study_pairs(loaded.bridge), model=args.model)
     except SeqprobeError as error:
         print(f"seqprobe bench: {type(error).__name__}: {error}", file=sys.stderr)

@@ -16,17 +16,9 @@ import sys
 from collections.abc import Sequence
 
 from seqprobe.errors import SeqprobeError
-from seqprobe.loading.known import DEFAULT_MODEL
+from seqprobe.vocabulary.options import add_model_options
 
 __all__ = ["main"]
-
-
-def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"model name, hub name, folder or .gguf (default: {DEFAULT_MODEL})"
-    )
-    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu, cuda, ...")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
 
 
 def _prompt(args: argparse.Namespace) -> int:
@@ -108,14 +100,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--distractor", action="append", default=[], help="a wrong answer to compare against (repeatable)"
     )
     prompt.add_argument("--top-k", type=int, default=10, help="how many top predictions to show (default: 10)")
-    _add_model_options(prompt)
+    add_model_options(prompt.add_argument)
 
     report = commands.add_parser(
         "report", help="run case files and write a markdown capability report (extra pytest args after --)"
     )
     report.add_argument("cases", nargs="*", default=["cases/"], help="case files or folders (default: cases/)")
     report.add_argument("--out", default=None, help="report path (default: reports/MODEL.md)")
-    _add_model_options(report)
+    add_model_options(report.add_argument)
 
     ablate = commands.add_parser(
         "ablate", help="save a copy of a model with attention heads zeroed (a damaged model for baselines)"

@@ -1,4 +1,4 @@
-"""Fixtures shared by seqprobe's tests: tiny local models, and the real offline model."""
+"""Fixtures shared by seqprobe's tests: tiny local models (default-init and sharp), and the real offline model."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from tests._sharp_models import ARCHITECTURES, save_sharp_model
 from tests._tiny_models import build_tiny_gpt2, build_tiny_llama
 
 if TYPE_CHECKING:
@@ -54,6 +55,21 @@ def tiny_llama_bridge(tiny_llama_dir: Path) -> TransformerBridge:
 def tiny_bridge(request: pytest.FixtureRequest) -> TransformerBridge:
     """Each tiny architecture in turn."""
     return request.getfixturevalue(f"tiny_{request.param}_bridge")
+
+
+@pytest.fixture(scope="session", params=ARCHITECTURES)
+def sharp_model_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each three-layer sharp model of tests/_sharp_models.py in turn, saved once per session.
+
+    Pick one architecture with `@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)`.
+    """
+    return save_sharp_model(request.param, tmp_path_factory.mktemp(f"sharp-{request.param}"))
+
+
+@pytest.fixture(scope="session")
+def sharp_bridge(sharp_model_dir: Path) -> TransformerBridge:
+    """A bridge on `sharp_model_dir`'s model, booted once per session and architecture; tests must not change it."""
+    return _bridge(sharp_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -12,25 +12,14 @@ from seqprobe.ablation import save_ablated_copy
 from seqprobe.cli import main
 from seqprobe.engine.forward import resumable_forward
 from seqprobe.errors import AblationError
-from tests._sharp_models import BUILDERS
-from tests._tiny_models import build_tiny_tokenizer
 
-# The output projection of each architecture's attention: where a head's write is zeroed.
-OUTPUT_PROJECTION = {"llama": "self_attn.o_proj", "gpt2": "attn.c_proj", "gemma3": "self_attn.o_proj"}
+# The output projection of each architecture's attention (by `config.model_type`): where a head's write is zeroed.
+OUTPUT_PROJECTION = {"llama": "self_attn.o_proj", "gpt2": "attn.c_proj", "gemma3_text": "self_attn.o_proj"}
 
 
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
-def original(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
-    folder = tmp_path_factory.mktemp(f"original-{request.param}")
-    BUILDERS[request.param]().save_pretrained(folder)
-    build_tiny_tokenizer().save_pretrained(folder)
-    return request.param, folder
-
-
-def test_the_ablated_head_writes_nothing_and_nothing_else_changes(original, tmp_path: Path) -> None:
-    arch, folder = original
-    copy = save_ablated_copy(str(folder), ["L1H2"], tmp_path / "copy")
-    before = AutoModelForCausalLM.from_pretrained(folder)
+def test_the_ablated_head_writes_nothing_and_nothing_else_changes(sharp_model_dir: Path, tmp_path: Path) -> None:
+    copy = save_ablated_copy(str(sharp_model_dir), ["L1H2"], tmp_path / "copy")
+    before = AutoModelForCausalLM.from_pretrained(sharp_model_dir)
     after = AutoModelForCausalLM.from_pretrained(copy)
     forward = resumable_forward(after)
     z = torch.randn(2, 5, forward.n_heads, forward.d_head)
@@ -42,15 +31,14 @@ def test_the_ablated_head_writes_nothing_and_nothing_else_changes(original, tmp_
         for (name, old), (_, new) in zip(before.named_parameters(), after.named_parameters(), strict=True)
         if not torch.equal(old, new)
     }
-    assert len(changed) == 1 and next(iter(changed)).endswith(f"1.{OUTPUT_PROJECTION[arch]}.weight")
+    projection = OUTPUT_PROJECTION[after.config.model_type]
+    assert len(changed) == 1 and next(iter(changed)).endswith(f"1.{projection}.weight")
 
 
-def test_the_copy_keeps_the_tokenizer(original, tmp_path: Path) -> None:
-    _, folder = original
-    copy = save_ablated_copy(str(folder), ["L0H0"], tmp_path / "copy")
-    assert (copy / "tokenizer.json").read_text(encoding="utf-8") == (folder / "tokenizer.json").read_text(
-        encoding="utf-8"
-    )
+def test_the_copy_keeps_the_tokenizer(sharp_model_dir: Path, tmp_path: Path) -> None:
+    copy = save_ablated_copy(str(sharp_model_dir), ["L0H0"], tmp_path / "copy")
+    tokenizer = (sharp_model_dir / "tokenizer.json").read_text(encoding="utf-8")
+    assert (copy / "tokenizer.json").read_text(encoding="utf-8") == tokenizer
 
 
 @pytest.mark.parametrize(
@@ -63,12 +51,10 @@ def test_the_copy_keeps_the_tokenizer(original, tmp_path: Path) -> None:
         ("head3", "head 'head3' is not of the form L<layer>H<head>, e.g. L23H3"),
     ],
 )
-def test_a_head_the_model_lacks_is_refused(tmp_path: Path, head: str, message: str) -> None:
-    folder = tmp_path / "three-layers"
-    BUILDERS["llama"]().save_pretrained(folder)
-    build_tiny_tokenizer().save_pretrained(folder)
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_a_head_the_model_lacks_is_refused(sharp_model_dir: Path, tmp_path: Path, head: str, message: str) -> None:
     with pytest.raises(AblationError, match=message.replace("(", r"\(").replace(".", r"\.")):
-        save_ablated_copy(str(folder), [head], tmp_path / "copy")
+        save_ablated_copy(str(sharp_model_dir), [head], tmp_path / "copy")
     assert not (tmp_path / "copy").exists()
 
 

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from seqprobe.bench import STUDY_PAIRS, BenchResult, SweepTiming, run_benchmark, study_pairs
-from tests._sharp_models import sharp_bridge
+from seqprobe.bench import STUDY_PAIRS, BenchResult, SweepTiming, main, run_benchmark, study_pairs
+from seqprobe.vocabulary.options import DTYPES
 
 
 def test_study_pairs_are_the_studys_four_with_the_corrupted_answer_as_distractor() -> None:
@@ -22,8 +22,9 @@ def test_study_pairs_are_the_studys_four_with_the_corrupted_answer_as_distractor
     assert [pair[3] for pair in STUDY_PAIRS] == [" Wednesday", " Friday", " Sunday", " Thursday"]
 
 
-def test_run_benchmark_times_every_sweep_in_both_tools(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    bridge = sharp_bridge("llama", tmp_path)
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_run_benchmark_times_every_sweep_in_both_tools(sharp_bridge) -> None:  # type: ignore[no-untyped-def]
+    bridge = sharp_bridge
     progress = io.StringIO()
     sites = ("mlp_out", "v")  # a position sweep and a head sweep keep transformer_lens's part short
     result = run_benchmark(bridge, study_pairs(bridge), model="tiny-llama", sites=sites, progress=progress)
@@ -53,3 +54,13 @@ def test_bench_json_has_the_issue_keys_and_per_sweep_figures() -> None:
         "speedup": pytest.approx(29.0 / 1.5),
         "max_abs_diff": 2e-6,
     }
+
+
+def test_bench_takes_the_model_options_of_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    usage = " ".join(capsys.readouterr().out.split())
+    assert "--model MODEL" in usage and "--json" in usage
+    assert "--dtype {" + ",".join(DTYPES) + "}" in usage
+    assert "torch device: auto (cuda when available), cpu, cuda, cuda:1, ... (default: auto)" in usage

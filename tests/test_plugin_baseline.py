@@ -163,3 +163,21 @@ def test_a_baseline_that_matches_no_case_file_fails_the_run_and_says_why(
             "1 new (1 case)",
         ]
     )
+
+
+def test_an_html_report_is_one_interactive_file_beside_its_results(pytester: pytest.Pytester, model_dir: Path) -> None:
+    pytester.makefile(".seqprobe.yaml", days=CASES)
+    result = run(pytester, model_dir, "--report", "reports/tiny.html")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["report written: reports/tiny.html (results: reports/tiny.json, 0 figures)"])
+    page = (pytester.path / "reports" / "tiny.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>") and "days.seqprobe.yaml" in page
+    assert not (pytester.path / "reports" / "tiny_files").exists()
+
+
+def test_a_report_of_another_format_is_a_usage_error(pytester: pytest.Pytester, model_dir: Path) -> None:
+    result = run(pytester, model_dir, "--report", "reports/tiny.pdf")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*--report reports/tiny.pdf: give a path ending in .md (markdown with PNGs) or .html*"]
+    )

@@ -1,0 +1,1 @@
+"""Checks join cases and the engine: one runner per kind (`runners`), sharing `outcome`'s skeleton."""

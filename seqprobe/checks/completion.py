@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from seqprobe.cases.completion import CompletionCase
+from seqprobe.casefiles.completion import CompletionCase
 from seqprobe.checks.outcome import CheckOutcome, cases_of, prepare_each
 from seqprobe.engine.scoring import check_expectations, format_completion, prepare_prompt, score_completions
 
 if TYPE_CHECKING:
-    from seqprobe.cases.base import Case
+    from seqprobe.casefiles.base import Case
     from seqprobe.loading.models import LoadedModel
 
 __all__ = ["run_completion_checks"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from seqprobe.errors import SeqprobeError
 
 if TYPE_CHECKING:
-    from seqprobe.cases.base import Case
+    from seqprobe.casefiles.base import Case
     from seqprobe.loading.models import LoadedModel
 
 __all__ = ["CheckOutcome", "Runner", "cases_of", "guarded", "prepare_each"]

@@ -1,12 +1,12 @@
-"""Each kind of case's runner, in one table beside `seqprobe.cases.kinds`'s table of parsers."""
+"""Each kind of case's runner, in one table beside `seqprobe.casefiles.kinds`'s table of parsers."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from seqprobe.cases.families import run_variant_checks
 from seqprobe.checks.completion import run_completion_checks
+from seqprobe.checks.families import run_variant_checks
 from seqprobe.checks.outcome import Runner
 from seqprobe.checks.patching import run_patching_checks
 

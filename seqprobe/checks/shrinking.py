@@ -1,16 +1,13 @@
-"""Sampling a check's variants, and shrinking a failure with hypothesis, reproducibly.
+"""Shrinking a check's failure with hypothesis, reproducibly.
 
-A variant is one choice per alternatives slot and one element per `over` variable.
+A variant is one choice per alternatives slot and one element per `over` variable
+(`seqprobe.casefiles.sampling`, which also draws the uniform sample a large check runs: hypothesis's
+own draws favour first and boundary values, so they would bias a pass rate).
 
-Sampling: a check with more variants than its sample size runs a uniform random sample drawn
-with its seed, so the sample's pass rate estimates the whole family's without bias. Hypothesis's
-own draws would not: its generator favours first and boundary values (measured on a 93,312-
-variant space: the first of 12 months in 20% of 256 draws, the sixth in 1%).
-
-Shrinking: hypothesis searches a strategy whose every part shrinks toward what a reader finds
-simplest: each slot toward its first alternative, then toward its shorter ones; each sequence
-variable toward the sequence's first element. So the falsifying example it reports is a failing
-variant few alternatives away from the first one, with short wording. The search is
+Hypothesis searches a strategy whose every part shrinks toward what a reader finds simplest:
+each slot toward its first alternative, then toward its shorter ones; each sequence variable
+toward the sequence's first element. So the falsifying example it reports is a failing variant
+few alternatives away from the first one, with short wording. The search is
 `hypothesis.find` with a fixed seed and no example database, so it is the same on every machine
 and every run; `hypothesis_draws` lists the variants it tries, in order, until one fails, so a
 caller can score them in batches before the search asks for them one at a time. On a space no
@@ -27,22 +24,16 @@ from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
+from seqprobe.casefiles.sampling import Variant
+
 if TYPE_CHECKING:
-    from seqprobe.cases.families import Variant, VariantSpace
+    from seqprobe.casefiles.sampling import VariantSpace
 
-__all__ = ["hypothesis_draws", "shrink_failure", "uniform_sample", "variant_strategy"]
-
-
-def uniform_sample(space: VariantSpace, *, size: int, seed: int) -> list[Variant]:
-    """`size` distinct variants, each equally likely, in the space's order."""
-    indices = Random(seed).sample(range(len(space)), min(size, len(space)))
-    return [space.variant_at(index) for index in sorted(indices)]
+__all__ = ["hypothesis_draws", "shrink_failure", "variant_strategy"]
 
 
 def variant_strategy(space: VariantSpace) -> st.SearchStrategy[Variant]:
     """Every variant of `space`, shrinking toward first alternatives, short wording, first elements."""
-    from seqprobe.cases.families import Variant
-
     choices = st.tuples(*(st.sampled_from(slot.shrink_order) for slot in space.slots))
     elements = st.tuples(*(st.integers(0, len(sequence) - 1) for _, sequence in space.over))
     return st.builds(Variant, choices, elements)

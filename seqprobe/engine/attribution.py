@@ -31,7 +31,8 @@ with no bias and an unembedding without bias, so their residual is float noise.
 scale recomputed, as `apply_ln_to_stack(recompute_ln=True)` does) and read off as the answer−distractor
 logit difference; the last entry is the model's own logit difference.
 
-All three average over the prompts given, like the metric in seqprobe.engine.patching.
+All three read the runs `PatchingRuns` cached (DLA and the lens its clean run, so a case's clean
+prompts run once) and average over the pairs, like the metric in seqprobe.engine.metric.
 """
 
 from __future__ import annotations
@@ -44,15 +45,18 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from seqprobe.engine.forward import ResumableForward, resumable_forward
-from seqprobe.engine.patching import PatchingRuns, SweepResult, logit_diff
+from seqprobe.engine.metric import logit_diff
 from seqprobe.errors import PatchingError
+from seqprobe.vocabulary.heads import component_label
 from seqprobe.vocabulary.sites import POSITION_SITES
 
 if TYPE_CHECKING:
-    from transformer_lens.model_bridge import TransformerBridge
+    from seqprobe.engine.forward import ResumableForward, Run
+    from seqprobe.engine.patching import PatchingRuns, SweepResult
 
 __all__ = [
+    "DLA_NEEDS",
+    "LENS_NEEDS",
     "Agreement",
     "DirectAttribution",
     "LogitLens",
@@ -63,6 +67,9 @@ __all__ = [
 ]
 
 DEFAULT_TOP_K = 10
+# What direct logit attribution and the logit lens read from the clean run (`PatchingRuns(keep_clean=...)`).
+DLA_NEEDS = frozenset({"resid_pre", "attn_out", "mlp_out", "z"})
+LENS_NEEDS = frozenset({"resid_pre"})
 
 
 def attribution_patching(runs: PatchingRuns, *, sites: Sequence[str] | None = None) -> dict[str, SweepResult]:
@@ -160,58 +167,51 @@ class DirectAttribution:
         return float(self.by_component[self.labels.index(label)])
 
 
-def direct_logit_attribution(
-    bridge: TransformerBridge,
-    prompts: Sequence[Int[Tensor, " pos"] | Sequence[int]],
-    *,
-    answer_ids: Sequence[int],
-    distractor_ids: Sequence[int],
-) -> DirectAttribution:
-    """DLA of each prompt's answer over its distractor at the final position, averaged over prompts."""
-    forward = resumable_forward(bridge.original_model)
-    components, heads, constants, real = [], [], [], []
+def direct_logit_attribution(runs: PatchingRuns) -> DirectAttribution:
+    """DLA of each pair's answer over its distractor at the final position of its clean prompt, averaged over pairs.
+
+    Reads the clean run `runs` cached; prepare them with `keep_clean=DLA_NEEDS`.
+    """
+    forward, run = runs.forward, _cached_clean(runs, DLA_NEEDS, "direct_logit_attribution")
+    ids = runs.token_ids  # [pair 2]
     with torch.inference_mode():
-        for tokens, ids in _prompts(forward, prompts, answer_ids, distractor_ids):
-            run = forward.run(tokens[None], keep=("resid_pre", "attn_out", "mlp_out", "z"))
-            last = run.resid_final[0, -1]
-            writes = [run["resid_pre", 0][0, -1]]
-            for layer in range(forward.n_layers):
-                writes += [run["attn_out", layer][0, -1], run["mlp_out", layer][0, -1]]
-            head_writes = torch.stack(
-                [forward.head_writes(layer, run["z", layer][0, -1]) for layer in range(forward.n_layers)]
-            )  # [layer head d_model]
-            stack = torch.cat([torch.stack(writes), head_writes.flatten(0, 1)])  # [component d_model]
-            normed, constant = forward.frozen_final_norm(stack, last)
-            direction = _unembedding_direction(forward, ids)
-            attributions = normed @ direction
-            components.append(attributions[: len(writes)])
-            heads.append(attributions[len(writes) :].view(forward.n_layers, forward.n_heads))
-            constants.append(constant @ direction + _unembedding_bias(forward, ids))
-            logits = forward.unembed(last, ids)
-            real.append(logits[0] - logits[1])
-    labels = ("embed", *(f"L{layer}_{part}" for layer in range(forward.n_layers) for part in ("attn", "mlp")))
+        last = run.resid_final[:, -1]  # [pair d_model]
+        writes = [run["resid_pre", 0][:, -1]]
+        for layer in range(forward.n_layers):
+            writes += [run["attn_out", layer][:, -1], run["mlp_out", layer][:, -1]]
+        head_writes = torch.stack(
+            [forward.head_writes(layer, run["z", layer][:, -1]) for layer in range(forward.n_layers)], dim=1
+        )  # [pair layer head d_model]
+        stack = torch.cat([torch.stack(writes, dim=1), head_writes.flatten(1, 2)], dim=1)  # [pair component d_model]
+        normed, constant = forward.frozen_final_norm(stack, last)
+        direction = _unembedding_direction(forward, ids)  # [pair d_model]
+        attributions = (normed @ direction[..., None])[..., 0]  # [pair component]
+        constants = (constant * direction).sum(-1) + _unembedding_bias(forward, ids)  # [pair]
+        logits = forward.unembed(last, ids)  # [pair 2]
+    by_head = attributions[:, len(writes) :].unflatten(1, (forward.n_layers, forward.n_heads))  # [pair layer head]
+    labels = ("embed", *(component_label(layer, part) for layer in range(forward.n_layers) for part in ("attn", "mlp")))
     return DirectAttribution(
         labels=labels,
-        by_component=torch.stack(components).mean(0).float().cpu(),
-        by_head=torch.stack(heads).mean(0).float().cpu(),
-        constant=float(torch.stack(constants).mean()),
-        logit_diff=float(torch.stack(real).mean()),
+        by_component=attributions[:, : len(writes)].mean(0).float().cpu(),
+        by_head=by_head.mean(0).float().cpu(),
+        constant=float(constants.mean()),
+        logit_diff=float((logits[:, 0] - logits[:, 1]).mean()),
     )
 
 
-def _unembedding_direction(forward: ResumableForward, ids: Int[Tensor, " 2"]) -> Float[Tensor, " d_model"]:
+def _unembedding_direction(forward: ResumableForward, ids: Int[Tensor, "pair 2"]) -> Float[Tensor, "pair d_model"]:
     weight = forward.model.get_output_embeddings().weight
     if getattr(forward.config, "final_logit_softcapping", None) is not None:
         raise PatchingError(
             "direct logit attribution is linear only without final logit soft-capping; this model caps its "
             f"logits (final_logit_softcapping={forward.config.final_logit_softcapping})"
         )
-    return weight[ids[0]] - weight[ids[1]]
+    return weight[ids[:, 0]] - weight[ids[:, 1]]
 
 
-def _unembedding_bias(forward: ResumableForward, ids: Int[Tensor, " 2"]) -> Tensor:
+def _unembedding_bias(forward: ResumableForward, ids: Int[Tensor, "pair 2"]) -> Float[Tensor, " pair"]:
     bias = getattr(forward.model.get_output_embeddings(), "bias", None)
-    return bias[ids[0]] - bias[ids[1]] if bias is not None else torch.zeros((), device=ids.device)
+    return bias[ids[:, 0]] - bias[ids[:, 1]] if bias is not None else torch.zeros(len(ids), device=ids.device)
 
 
 @dataclass(frozen=True)
@@ -227,40 +227,27 @@ class LogitLens:
         return int(reached[0]) if len(reached) else None
 
 
-def logit_lens(
-    bridge: TransformerBridge,
-    prompts: Sequence[Int[Tensor, " pos"] | Sequence[int]],
-    *,
-    answer_ids: Sequence[int],
-    distractor_ids: Sequence[int],
-) -> LogitLens:
-    """The logit lens at the final position, averaged over prompts."""
-    forward = resumable_forward(bridge.original_model)
-    rows = []
+def logit_lens(runs: PatchingRuns) -> LogitLens:
+    """The logit lens at the final position of each pair's clean prompt, averaged over pairs.
+
+    Reads the clean run `runs` cached; prepare them with `keep_clean=LENS_NEEDS`.
+    """
+    forward, run = runs.forward, _cached_clean(runs, LENS_NEEDS, "logit_lens")
+    n_layers = forward.n_layers
     with torch.inference_mode():
-        for tokens, ids in _prompts(forward, prompts, answer_ids, distractor_ids):
-            run = forward.run(tokens[None], keep=("resid_pre",))
-            streams = torch.stack(
-                [*(run["resid_pre", layer][0, -1] for layer in range(forward.n_layers)), run.resid_final[0, -1]]
-            )
-            logits = forward.unembed(streams, ids.expand(len(streams), 2))  # [layer+1 2]
-            rows.append(logits[:, 0] - logits[:, 1])
-    return LogitLens(logit_diff=torch.stack(rows).mean(0).float().cpu())
+        streams = torch.stack(
+            [*(run["resid_pre", layer][:, -1] for layer in range(n_layers)), run.resid_final[:, -1]], dim=1
+        )  # [pair layer+1 d_model]
+        ids = runs.token_ids[:, None].expand(-1, n_layers + 1, 2)  # [pair layer+1 2]
+        logits = forward.unembed(streams, ids)  # [pair layer+1 2]
+    return LogitLens(logit_diff=(logits[..., 0] - logits[..., 1]).mean(0).float().cpu())
 
 
-def _prompts(
-    forward: ResumableForward,
-    prompts: Sequence[Int[Tensor, " pos"] | Sequence[int]],
-    answer_ids: Sequence[int],
-    distractor_ids: Sequence[int],
-) -> list[tuple[Int[Tensor, " pos"], Int[Tensor, " 2"]]]:
-    if not (len(prompts) == len(answer_ids) == len(distractor_ids)) or not prompts:
+def _cached_clean(runs: PatchingRuns, needs: frozenset[str], view: str) -> Run:
+    missing = sorted(needs - set(runs.clean.acts))
+    if missing:
         raise PatchingError(
-            f"need one answer and one distractor per prompt: {len(prompts)} prompts, {len(answer_ids)} answers, "
-            f"{len(distractor_ids)} distractors"
+            f"{view} reads the cached clean run's {', '.join(sorted(needs))}, but these runs did not keep "
+            f"{', '.join(missing)}; prepare them with prepare_patching(..., keep_clean={sorted(needs)})"
         )
-    device = forward.device
-    return [
-        (torch.as_tensor(tokens, device=device), torch.tensor([answer, distractor], device=device))
-        for tokens, answer, distractor in zip(prompts, answer_ids, distractor_ids, strict=True)
-    ]
+    return runs.clean

@@ -3,7 +3,7 @@
 Activation patching asks one question hundreds of times: "had this one activation taken its clean
 value, what would the corrupted run's final logits be?". Rerunning the whole model for each patch
 (TransformerLens's way; `bridge.start_at_layer` still runs the earlier blocks) recomputes what is
-already known. This module splits a forward pass into its pieces, so that `seqprobe.engine.patching` can
+already known. This module splits a forward pass into its pieces, so that `seqprobe.engine.resume` can
 
 - start at any sublayer (attention or MLP of any block) from a cached residual stream,
 - compute queries only for the positions a patch can change, reading the keys and values of the
@@ -374,6 +374,6 @@ def resumable_forward(model: nn.Module) -> ResumableForward:
         raise PatchingError(
             f"seqprobe's patching engine has no forward for model_type={model_type!r}; it covers "
             f"{', '.join(SUPPORTED_MODEL_TYPES)}. Use transformer_lens.patching for this model, or add a "
-            "ResumableForward subclass in seqprobe/forward.py (tests compare it with TransformerBridge)"
+            "ResumableForward subclass in seqprobe/engine/forward.py (tests compare it with TransformerBridge)"
         ) from None
     return forward_class(model)

@@ -31,22 +31,11 @@ key/value head, labelled "KV0", "KV1", ...: patching column g gives the clean va
 `n_heads / n_key_value_heads` query heads of group g at once (query heads g*group ... (g+1)*group-1,
 Hugging Face's `repeat_kv` order). On multi-head models (GPT-2) the columns are the heads, "H0"...
 
-Why it is fast (each lever keeps the result exact):
-
-- A patched run is resumed at the patched sublayer from the corrupted run's cached residual
-  stream; nothing before it is recomputed.
-- Clean and corrupted prompts agree up to their first differing token, so every activation before
-  it is the same in both runs: patching there is a no-op whose value is the corrupted metric.
-- Under causal attention a patch at position p changes nothing before p: only positions p.. are
-  computed, attending to keys and values of the earlier positions from the corrupted cache. In the
-  last block only the final position's query, attention and MLP run.
-- Many patch configurations go through the model stacked in one batch, layer by layer, joining
-  the batch at the sublayer where their patch applies.
-- The metric reads two rows of the unembedding (answer and distractor), not the whole vocabulary.
-
-Memory: only the activations a site needs are cached (transformer_lens's `names_filter`), and the
-stacked batch peaks at configurations × pairs × patched positions rows of the MLP's width — for the
-study's "z" sweep on SmolLM2, 270 × 4 × 5 rows of 1536 floats.
+How it is computed: the clean and corrupted runs are cached once, and every patched run resumes
+from the corrupted run's cache instead of rerunning the model (`seqprobe.engine.resume`, which lists
+the levers that keep it exact). Heads claimed to work together are patched together in one resumed
+run (`PatchingRuns.patch_heads_together`): a sum of single-head recoveries would not be the same.
+The metric and recovery are defined once, in `seqprobe.engine.metric`.
 
 Results equal transformer_lens.patching's to 1e-4 (tests/engine/test_patching.py; `seqprobe bench` shows
 the times and the largest difference on a real model).
@@ -54,7 +43,7 @@ the times and the largest difference on a real model).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -62,39 +51,44 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from seqprobe.engine.forward import ResumableForward, Run, resumable_forward
+from seqprobe.engine.forward import resumable_forward
+from seqprobe.engine.metric import (
+    DEFAULT_MIN_GAP,
+    check_gap,
+    logit_diff,
+    logit_diff_metric,
+    pair_token_ids,
+    recovery,
+    run_metric,
+)
+from seqprobe.engine.resume import (
+    check_sites,
+    first_difference,
+    needed_activations,
+    patched_heads_metric,
+    patched_metric_grid,
+)
 from seqprobe.errors import PatchingError
+from seqprobe.vocabulary.heads import format_head, format_layer
 from seqprobe.vocabulary.sites import POSITION_SITES, SITES
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
+# The metric's names are re-exported: this module is where the public patching API is looked up.
 __all__ = [
     "DEFAULT_MIN_GAP",
     "PatchingPair",
     "PatchingRuns",
     "SweepResult",
+    "head_columns",
     "logit_diff",
     "logit_diff_metric",
     "make_pair",
     "patch_sweep",
-    "patched_metric_grid",
     "prepare_patching",
     "recovery",
 ]
-
-# Below this |clean − corrupted| (in logits), recovery is reported as undefined.
-DEFAULT_MIN_GAP = 1e-2
-
-# The cached activations each site's patches are built from: (from the clean run, from the corrupted run).
-_NEEDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    "resid_pre": (frozenset({"resid_pre"}), frozenset({"resid_pre", "k", "v"})),
-    "attn_out": (frozenset({"attn_out"}), frozenset({"resid_pre", "resid_mid", "k", "v"})),
-    "mlp_out": (frozenset({"mlp_out"}), frozenset({"resid_pre", "resid_mid", "k", "v"})),
-    "z": (frozenset({"z"}), frozenset({"resid_pre", "z", "k", "v"})),
-    "v": (frozenset({"v"}), frozenset({"resid_pre", "z", "pattern", "k", "v"})),
-    "pattern": (frozenset({"pattern"}), frozenset({"resid_pre", "z", "k", "v"})),
-}
 
 
 @dataclass(frozen=True)
@@ -148,34 +142,13 @@ def _pieces(bridge: TransformerBridge, ids: Sequence[int]) -> list[str]:
     return [bridge.to_string([i]) for i in ids]
 
 
-def logit_diff(
-    answer_logits: Float[Tensor, "*cell pair"], distractor_logits: Float[Tensor, "*cell pair"]
-) -> Float[Tensor, "*cell"]:
-    """THE metric: logit(answer) − logit(distractor), averaged over the pairs; float32 whatever the model's dtype."""
-    return (answer_logits.float() - distractor_logits.float()).mean(dim=-1)
+def head_columns(n_columns: int, *, key_value: bool = False) -> tuple[str, ...]:
+    """A head grid's column names: "H0", "H1", ... or, for key/value heads, "KV0", ... .
 
-
-def logit_diff_metric(logits: Float[Tensor, "pair pos vocab"], pairs: Sequence[PatchingPair]) -> Float[Tensor, ""]:
-    """`logit_diff` read from full logits at the final position (the form transformer_lens's sweeps call)."""
-    final = logits[:, -1]  # [pair vocab]
-    ids = _token_ids(pairs).to(final.device)
-    return logit_diff(final.gather(-1, ids[:, :1])[:, 0], final.gather(-1, ids[:, 1:])[:, 0])
-
-
-def recovery(patched: Tensor, *, clean: float, corrupted: float, min_gap: float = DEFAULT_MIN_GAP) -> Tensor:
-    """(patched − corrupted) / (clean − corrupted); PatchingError when clean ≈ corrupted."""
-    _check_gap(clean, corrupted, min_gap=min_gap)
-    return (patched - corrupted) / (clean - corrupted)
-
-
-def _check_gap(clean: float, corrupted: float, *, min_gap: float) -> None:
-    if not abs(clean - corrupted) >= min_gap:
-        raise PatchingError(
-            f"recovery is undefined: clean metric {clean:.4f} and corrupted metric {corrupted:.4f} differ by "
-            f"{abs(clean - corrupted):.4f}, less than min_gap={min_gap:g}, so (patched − corrupted) / (clean − corrupted) "
-            "would divide by almost zero. Choose a corrupted prompt that moves the model towards the distractor "
-            "(its metric should be well below the clean one), or a distractor the corrupted prompt favours"
-        )
+    Each is the head's name (`format_head`) without its layer, the same in every row, so that a
+    row's layer and a column's name join into the head's name: "L5" + "KV1" is "L5KV1".
+    """
+    return tuple(format_head(0, c, key_value=key_value).removeprefix(format_layer(0)) for c in range(n_columns))
 
 
 @dataclass(frozen=True)
@@ -216,7 +189,12 @@ class SweepResult:
 
 
 class PatchingRuns:
-    """The clean and corrupted runs of a set of pairs, cached once, ready for any number of sweeps."""
+    """The clean and corrupted runs of a set of pairs, cached once, ready for any number of sweeps.
+
+    The clean run also serves the linear views of seqprobe.engine.attribution (direct logit
+    attribution, the logit lens), which read it instead of running the clean prompts again:
+    `keep_clean` names what they need beyond the sites' patches.
+    """
 
     def __init__(
         self,
@@ -225,8 +203,9 @@ class PatchingRuns:
         *,
         sites: Sequence[str] = SITES,
         min_gap: float = DEFAULT_MIN_GAP,
+        keep_clean: Collection[str] = (),
     ) -> None:
-        _check_sites(sites)
+        check_sites(sites)
         self.bridge = bridge
         self.pairs = tuple(pairs)
         self.sites = tuple(sites)
@@ -234,23 +213,42 @@ class PatchingRuns:
         self.forward = resumable_forward(bridge.original_model)
         clean, corrupted = _stack_pairs(self.pairs)
         device = self.forward.device
-        self.token_ids = _token_ids(self.pairs).to(device)
+        self.token_ids = pair_token_ids(self.pairs).to(device)
         with torch.inference_mode():
-            self.clean = self.forward.run(clean.to(device), keep=_kept(sites, side=0))
-            self.corrupted = self.forward.run(corrupted.to(device), keep=_kept(sites, side=1))
-            self.clean_metric = float(_final_metric(self.forward, self.clean, self.token_ids))
-            self.corrupted_metric = float(_final_metric(self.forward, self.corrupted, self.token_ids))
+            keep = needed_activations(sites, role="source") | frozenset(keep_clean)
+            self.clean = self.forward.run(clean.to(device), keep=keep)
+            self.corrupted = self.forward.run(corrupted.to(device), keep=needed_activations(sites, role="target"))
+            self.clean_metric = float(run_metric(self.forward, self.clean, self.token_ids))
+            self.corrupted_metric = float(run_metric(self.forward, self.corrupted, self.token_ids))
 
     def sweep(self, site: str) -> SweepResult:
         """Patch each activation of `site` from the clean run into the corrupted run, one at a time."""
-        if site not in self.sites:
-            raise PatchingError(f"site {site!r} was not prepared; these runs cached {self.sites}")
-        _check_gap(self.clean_metric, self.corrupted_metric, min_gap=self.min_gap)
+        self._check_prepared(site)
         with torch.inference_mode():
             grid = patched_metric_grid(
                 self.forward, source=self.clean, target=self.corrupted, site=site, token_ids=self.token_ids
             )
         return self.result(site, grid)
+
+    def patch_heads_together(self, site: str, heads: Collection[tuple[int, int]]) -> float:
+        """Recovery when the clean `site` activations of all `heads` (layer, head) are patched in one run.
+
+        For "v" the heads are key/value heads, the columns of the "v" grid.
+        """
+        self._check_prepared(site)
+        with torch.inference_mode():
+            metric = patched_heads_metric(
+                self.forward, source=self.clean, target=self.corrupted, site=site, heads=heads,
+                token_ids=self.token_ids,
+            )  # fmt: skip
+        return float(
+            recovery(metric.cpu(), clean=self.clean_metric, corrupted=self.corrupted_metric, min_gap=self.min_gap)
+        )
+
+    def _check_prepared(self, site: str) -> None:
+        if site not in self.sites:
+            raise PatchingError(f"site {site!r} was not prepared; these runs cached {self.sites}")
+        check_gap(self.clean_metric, self.corrupted_metric, min_gap=self.min_gap)
 
     def result(self, site: str, metric: Float[Tensor, "layer column"], *, method: str = "exact") -> SweepResult:
         """A site's grid of patched metrics, normalized and labelled."""
@@ -271,12 +269,12 @@ class PatchingRuns:
             pieces = self.bridge.to_str_tokens(self.pairs[0].clean)
             return tuple(f"{_display(piece)}_{i}" for i, piece in enumerate(pieces))
         if site == "v" and self.forward.n_kv_heads != self.forward.n_heads:
-            return tuple(f"KV{g}" for g in range(self.forward.n_kv_heads))
-        return tuple(f"H{h}" for h in range(self.forward.n_heads))
+            return head_columns(self.forward.n_kv_heads, key_value=True)
+        return head_columns(self.forward.n_heads)
 
     def _positions(self) -> dict[str, int]:
         clean, corrupted = _stack_pairs(self.pairs)
-        return {"substituted": _first_difference(clean, corrupted), "final": clean.shape[1] - 1}
+        return {"substituted": first_difference(clean, corrupted), "final": clean.shape[1] - 1}
 
 
 def prepare_patching(
@@ -285,9 +283,10 @@ def prepare_patching(
     *,
     sites: Sequence[str] = SITES,
     min_gap: float = DEFAULT_MIN_GAP,
+    keep_clean: Collection[str] = (),
 ) -> PatchingRuns:
-    """Run and cache the clean and corrupted prompts, keeping only what `sites` need."""
-    return PatchingRuns(bridge, pairs, sites=sites, min_gap=min_gap)
+    """Run and cache the clean and corrupted prompts, keeping only what `sites` (and `keep_clean`) need."""
+    return PatchingRuns(bridge, pairs, sites=sites, min_gap=min_gap, keep_clean=keep_clean)
 
 
 def patch_sweep(
@@ -301,16 +300,6 @@ def _display(piece: str) -> str:
     return piece.strip() or repr(piece)
 
 
-def _check_sites(sites: Sequence[str]) -> None:
-    unknown = [site for site in sites if site not in SITES]
-    if unknown:
-        raise PatchingError(f"unknown patching site(s) {unknown}; choose from {SITES}")
-
-
-def _kept(sites: Sequence[str], *, side: int) -> frozenset[str]:
-    return frozenset().union(*(_NEEDS[site][side] for site in sites))
-
-
 def _stack_pairs(pairs: Sequence[PatchingPair]) -> tuple[Int[Tensor, "pair pos"], Int[Tensor, "pair pos"]]:
     if not pairs:
         raise PatchingError("patching needs at least one clean/corrupted pair")
@@ -321,172 +310,3 @@ def _stack_pairs(pairs: Sequence[PatchingPair]) -> tuple[Int[Tensor, "pair pos"]
             f"lengths per pair {lengths}; group pairs by length and patch each group"
         )
     return torch.stack([p.clean for p in pairs]), torch.stack([p.corrupted for p in pairs])
-
-
-def _token_ids(pairs: Sequence[PatchingPair]) -> Int[Tensor, "pair 2"]:
-    return torch.tensor([[p.answer_id, p.distractor_id] for p in pairs])
-
-
-def _first_difference(source: Int[Tensor, "pair pos"], target: Int[Tensor, "pair pos"]) -> int:
-    """The first position where any pair's two prompts differ; their length if none does."""
-    differs = (source != target).any(dim=0).nonzero()
-    return int(differs[0]) if len(differs) else source.shape[1]
-
-
-def _final_metric(forward: ResumableForward, run: Run, token_ids: Int[Tensor, "pair 2"]) -> Float[Tensor, ""]:
-    logits = forward.unembed(run.resid_final[:, -1], token_ids)  # [pair 2]
-    return logit_diff(logits[..., 0], logits[..., 1])
-
-
-# -- the engine -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """Patch configurations that join the batched run at one sublayer, computing positions `start`.. ."""
-
-    # 2*layer: the attention sublayer of `layer`; 2*layer+1: its MLP; 2*n_layers: the final norm.
-    stage: int
-    start: int
-    # The residual stream entering `stage` at positions start.., one row per configuration.
-    resid: Float[Tensor, "config pair pos d_model"]
-    # Where each configuration's metric goes in the flattened [layer column] grid.
-    cells: Int[Tensor, " config"]
-
-
-def patched_metric_grid(
-    forward: ResumableForward, *, source: Run, target: Run, site: str, token_ids: Int[Tensor, "pair 2"]
-) -> Float[Tensor, "layer column"]:
-    """The metric of `target`'s run with each activation of `site` in turn taken from `source`'s run.
-
-    `source` and `target` must hold the activations `_NEEDS[site]` lists. Patching the clean run
-    into the corrupted one gives transformer_lens's grid; patching a run into itself gives its own
-    metric everywhere.
-    """
-    _check_sites([site])
-    n_layers, n_pos = forward.n_layers, target.tokens.shape[1]
-    start = _first_difference(source.tokens, target.tokens)
-    n_columns = n_pos if site in POSITION_SITES else (forward.n_kv_heads if site == "v" else forward.n_heads)
-    grid = _final_metric(forward, target, token_ids).expand(n_layers * n_columns).clone()
-    if start < n_pos:
-        build = _position_entries if site in POSITION_SITES else _head_entries
-        entries = build(forward, source, target, start, site)
-        cells = torch.cat([entry.cells for entry in entries])
-        grid[cells.to(grid.device)] = _resume(forward, target, entries, token_ids)
-    return grid.view(n_layers, n_columns)
-
-
-def _position_entries(forward: ResumableForward, source: Run, target: Run, start: int, site: str) -> list[_Entry]:
-    """One configuration per (layer, position) from `start` on; earlier positions are no-ops."""
-    n_layers, n_pos = forward.n_layers, target.tokens.shape[1]
-    entries = []
-    for layer in range(n_layers):
-        for pos in range(start, n_pos):
-            if site == "resid_pre":
-                stage, resid = 2 * layer, target["resid_pre", layer][:, pos:].clone()
-                resid[:, 0] = source["resid_pre", layer][:, pos]
-            elif site == "attn_out":
-                stage, resid = 2 * layer + 1, target["resid_mid", layer][:, pos:].clone()
-                resid[:, 0] = target["resid_pre", layer][:, pos] + source["attn_out", layer][:, pos]
-            else:
-                after = target["resid_pre", layer + 1] if layer + 1 < n_layers else target.resid_final
-                stage, resid = 2 * layer + 2, after[:, pos:].clone()
-                resid[:, 0] = target["resid_mid", layer][:, pos] + source["mlp_out", layer][:, pos]
-            cells = torch.tensor([layer * n_pos + pos])
-            entries.append(_Entry(stage=stage, start=pos, resid=resid[None], cells=cells))
-    return entries
-
-
-def _head_entries(forward: ResumableForward, source: Run, target: Run, start: int, site: str) -> list[_Entry]:
-    """One configuration per (layer, head); each changes the heads' outputs z at positions start.. ."""
-    n_heads, group = forward.n_heads, forward.n_heads // forward.n_kv_heads
-    n_columns = forward.n_kv_heads if site == "v" else n_heads
-    entries = []
-    for layer in range(forward.n_layers):
-        z_target = target["z", layer][:, start:]  # [pair pos head d_head]
-        z = z_target.expand(n_columns, *z_target.shape).clone()  # [config pair pos head d_head]
-        for column in range(n_columns):
-            if site == "z":
-                z[column, :, :, column] = source["z", layer][:, start:, column]
-            elif site == "v":
-                heads = slice(column * group, (column + 1) * group)
-                pattern = target["pattern", layer][:, heads, start:]  # [pair group pos k_pos]
-                mixed = pattern @ source["v", layer][:, column, None]  # [pair group pos d_head]
-                z[column, :, :, heads] = mixed.transpose(1, 2)
-            else:
-                pattern = source["pattern", layer][:, column, start:]  # [pair pos k_pos]
-                z[column, :, :, column] = pattern @ target["v", layer][:, column // group]
-        resid = target["resid_pre", layer][:, start:] + forward.attention_output(layer, z)
-        cells = torch.arange(n_columns) + layer * n_columns
-        entries.append(_Entry(stage=2 * layer + 1, start=start, resid=resid, cells=cells))
-    return entries
-
-
-def _resume(
-    forward: ResumableForward, target: Run, entries: Sequence[_Entry], token_ids: Int[Tensor, "pair 2"]
-) -> Float[Tensor, " cell"]:
-    """Run every entry from its stage to the logits, stacked; one metric per configuration, in entry order."""
-    n_layers = forward.n_layers
-    # start -> the configurations in flight that compute positions start.. : [config pair pos d_model]
-    active: dict[int, Tensor] = {}
-    order: dict[int, list[int]] = {}  # start -> their indices in the concatenated entry order
-    offsets = torch.tensor([0] + [e.resid.shape[0] for e in entries]).cumsum(0).tolist()
-    by_stage: dict[int, list[int]] = {}
-    for i, entry in enumerate(entries):
-        by_stage.setdefault(entry.stage, []).append(i)
-    for stage in range(min(by_stage), 2 * n_layers + 1):
-        for i in by_stage.get(stage, ()):
-            entry = entries[i]
-            # After the last attention sublayer only the final position is carried on.
-            resid = entry.resid if stage <= 2 * (n_layers - 1) else entry.resid[:, :, -1:]
-            joined = [active[entry.start], resid] if entry.start in active else [resid]
-            active[entry.start] = torch.cat(joined)
-            order.setdefault(entry.start, []).extend(range(offsets[i], offsets[i + 1]))
-        if stage == 2 * n_layers:
-            break
-        layer, is_mlp = divmod(stage, 2)
-        if is_mlp:
-            active = _mlp_step(forward, layer, active)
-        else:
-            active = {start: _attention_step(forward, target, layer, start, resid) for start, resid in active.items()}
-    metrics = torch.empty(offsets[-1], device=token_ids.device)
-    for start, resid in active.items():
-        logits = forward.unembed(resid[:, :, -1], token_ids)  # [config pair 2]
-        metrics[order[start]] = logit_diff(logits[..., 0], logits[..., 1]).to(metrics.dtype)
-    return metrics
-
-
-def _mlp_step(forward: ResumableForward, layer: int, active: dict[int, Tensor]) -> dict[int, Tensor]:
-    """The MLP sublayer for every configuration in flight, as one batch (it treats positions alike)."""
-    d_model = forward.d_model
-    # every [config pair pos d_model] -> one [lane d_model]: bigger matrix products run faster
-    lanes = torch.cat([resid.reshape(-1, d_model) for resid in active.values()])
-    out = forward.mlp_output(layer, lanes).split([resid[..., 0].numel() for resid in active.values()])
-    return {start: resid + part.view(resid.shape) for (start, resid), part in zip(active.items(), out, strict=True)}
-
-
-def _attention_step(
-    forward: ResumableForward, target: Run, layer: int, start: int, resid: Float[Tensor, "config pair pos d_model"]
-) -> Float[Tensor, "config pair pos d_model"]:
-    """The attention sublayer for positions start.., with earlier keys and values from `target`.
-
-    In the last block only the final position is carried on: nothing reads the others again.
-    """
-    n_config, n_pair, n_suffix, d_model = resid.shape
-    rows = resid.reshape(n_config * n_pair, n_suffix, d_model)  # [config*pair pos d_model]
-    q, k, v = forward.qkv(layer, forward.attention_input(layer, rows), start=start)
-    keys = torch.cat([_prefix(target["k", layer], start, n_config), k], dim=2)  # [row kv_head pos d_head]
-    values = torch.cat([_prefix(target["v", layer], start, n_config), v], dim=2)
-    q_start = start
-    if layer == forward.n_layers - 1:
-        q, q_start, resid = q[:, :, -1:], keys.shape[2] - 1, resid[:, :, -1:]
-    z = forward.mix(forward.pattern(layer, q, keys, q_start=q_start), values)  # [row pos head d_head]
-    out = forward.attention_output(layer, z)  # [row pos d_model]
-    return resid + out.view(n_config, n_pair, -1, d_model)
-
-
-def _prefix(cached: Float[Tensor, "pair kv_head pos d_head"], start: int, n_config: int) -> Tensor:
-    """The target run's keys or values before `start`, repeated for each configuration."""
-    head = cached[:, :, :start]
-    # [pair kv_head start d_head] -> [config*pair kv_head start d_head]
-    return head.expand(n_config, *head.shape).reshape(-1, *head.shape[1:])

@@ -1,0 +1,1 @@
+"""Models by name: the torch-free registry (`known`), loading (`models`) and the weights cache."""

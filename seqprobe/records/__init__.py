@@ -1,0 +1,1 @@
+"""What a run leaves behind (torch-free): results, baselines and their updates, diffs, reports, plots."""

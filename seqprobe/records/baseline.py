@@ -15,97 +15,39 @@ because its thresholds, prompts or distractors may have changed.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
 
-from seqprobe.errors import BaselineError
-from seqprobe.records.atomic import write_text_atomic
-from seqprobe.records.results import RESULTS_FORMAT_VERSION, CaseResult, RunResults
+from seqprobe.records.formatting import format_value, metric_label
+from seqprobe.records.results import CaseResult, RunResults
+from seqprobe.records.verdicts import (
+    STATUS_TEXT,
+    CaseComparison,
+    CaseStatus,
+    MetricChange,
+    MetricVerdict,
+    RunComparison,
+)
+from seqprobe.vocabulary.metrics import DEFAULT_TOLERANCE, DEFAULT_TOLERANCES, METRICS, metric_family
 
 __all__ = [
     "ACCEPT_HINT",
-    "DEFAULT_TOLERANCE",
-    "DEFAULT_TOLERANCES",
-    "STATUS_ORDER",
-    "STATUS_TEXT",
-    "CaseComparison",
-    "CaseStatus",
-    "MetricChange",
-    "MetricVerdict",
-    "RunComparison",
     "case_file_of",
     "compare_case",
     "compare_runs",
     "compare_to_baseline",
-    "format_value",
-    "load_results",
-    "metric_label",
-    "parse_tolerance",
+    "nothing_compared",
     "summary_lines",
     "tolerance_for",
-    "write_baseline",
 ]
 
-# How far a metric may move before it counts: above the numeric noise of running the same
-# weights on another device, dtype or library version, below a change in what the model does.
-DEFAULT_TOLERANCES: Mapping[str, float] = MappingProxyType(
-    {
-        # Absolute probability. Another device or kernel moves it in the third decimal, half
-        # precision by about a hundredth; a drop of 0.05 changes how sure the model is.
-        "p_answer": 0.05,
-        # Places in a vocabulary of tens of thousands. Near-tied neighbours swap under small
-        # numeric changes; falling three or more places is a real change.
-        "rank": 2,
-        # A log odds ratio: 0.5 multiplies the odds of answer over distractor by 1.65, more than
-        # precision changes do and enough to flip close pairs.
-        "logit_diff": 0.5,
-        # Fraction of the clean-vs-corrupted gap a patch restores; 0.1 is ten points, coarser
-        # than numeric noise, finer than the gap between a component that matters and one
-        # that does not.
-        "recovery": 0.1,
-        # Share of a family's variants that pass; 0.1 is one or two variants of a 10-20 variant
-        # family flipping, which sampling and near-threshold variants do between runs.
-        "pass_rate": 0.1,
-        # Logit margin of an invariance or direction check: same scale as logit_diff.
-        "margin": 0.5,
-    }
-)
-# For a metric with no default of its own; "*" in the overrides replaces it.
-DEFAULT_TOLERANCE = 0.1
 # Messages and tables list the usual metrics in this order.
-_METRIC_RANK = {name: i for i, name in enumerate(DEFAULT_TOLERANCES)}
+_METRIC_RANK = {name: i for i, name in enumerate(METRICS)}
 
 ACCEPT_HINT = "to accept, rerun with --update-baseline"
 
-CaseStatus = Literal["regressed", "improved", "case_file_changed", "model_changed", "new", "missing", "unchanged"]
-MetricVerdict = Literal["regressed", "improved", "new", "missing", "unchanged"]
-# The order reports list cases in: what needs action first.
-STATUS_ORDER: tuple[CaseStatus, ...] = (
-    "regressed",
-    "improved",
-    "case_file_changed",
-    "model_changed",
-    "new",
-    "missing",
-    "unchanged",
-)
-STATUS_TEXT: Mapping[CaseStatus, str] = MappingProxyType(
-    {
-        "regressed": "regressed",
-        "improved": "improved",
-        "case_file_changed": "case file changed",
-        "model_changed": "model changed",
-        "new": "new",
-        "missing": "missing",
-        "unchanged": "unchanged",
-    }
-)
 # Model fields that decide whether two runs measured the same model. New weights under the same
 # name (a fine-tune, a requantization) are a new version of that model: exactly what a baseline
 # exists to check, so sha256, like source, dtype and device, is compared across and stated.
@@ -114,91 +56,13 @@ MODEL_IDENTITY = ("name",)
 VOLATILE_ENVIRONMENT = ("date", "command")
 
 
-@dataclass(frozen=True)
-class MetricChange:
-    """One metric of one case, before and after."""
-
-    metric: str
-    baseline: float | None
-    current: float | None
-    tolerance: float
-    lower_is_better: bool
-    verdict: MetricVerdict
-
-    @property
-    def delta(self) -> float | None:
-        if self.baseline is None or self.current is None:
-            return None
-        return self.current - self.baseline
-
-    @property
-    def size(self) -> float:
-        """The change in tolerances, for ordering "biggest first"; appearing or vanishing is ∞."""
-        if self.verdict in ("new", "missing"):
-            return math.inf
-        delta = self.delta
-        if delta is None or delta == 0 or math.isnan(delta):
-            return 0.0
-        return abs(delta) / self.tolerance if self.tolerance > 0 else math.inf
-
-
-@dataclass(frozen=True)
-class CaseComparison:
-    """One case against the baseline: its status, each metric's change, what to tell people."""
-
-    case_id: str
-    status: CaseStatus
-    metrics: tuple[MetricChange, ...]
-    # Lines in the form of pytest-regressions' messages, the last one ending with how to accept.
-    messages: tuple[str, ...]
-    baseline: CaseResult | None
-    current: CaseResult | None
-
-    @property
-    def size(self) -> float:
-        return max((change.size for change in self.metrics), default=0.0)
-
-
-@dataclass(frozen=True)
-class RunComparison:
-    """A whole run against the baseline, with what makes the two comparable or not."""
-
-    cases: tuple[CaseComparison, ...]
-    # "field: old → new" for model fields that differ; identity fields first.
-    model_changes: tuple[str, ...]
-    # False when the model's identity differs and cases were not compared (see `compare_runs`).
-    models_match: bool
-    # Case files whose sha256 differs, as "path: old → new".
-    changed_case_files: tuple[str, ...]
-    # Versions and other environment fields that differ, as "field: old → new".
-    environment_changes: tuple[str, ...]
-
-    def with_status(self, status: CaseStatus) -> tuple[CaseComparison, ...]:
-        return tuple(case for case in self.cases if case.status == status)
-
-    def counts(self) -> dict[CaseStatus, int]:
-        return {status: len(self.with_status(status)) for status in STATUS_ORDER}
-
-    @property
-    def has_regressions(self) -> bool:
-        return any(case.status == "regressed" for case in self.cases)
-
-    def by_id(self) -> dict[str, CaseComparison]:
-        return {case.case_id: case for case in self.cases}
-
-    def ordered(self) -> list[CaseComparison]:
-        """Cases needing action first, then within each status the biggest change first."""
-        rank = {status: i for i, status in enumerate(STATUS_ORDER)}
-        return sorted(self.cases, key=lambda case: (rank[case.status], -case.size))
-
-
 def tolerance_for(metric: str, tolerances: Mapping[str, float]) -> float:
     """The tolerance of `metric`: an override, else the default for its name.
 
     A metric named "recovery:L3H2" (one per claim) takes "recovery"'s tolerance unless it has
     its own. "*" in `tolerances` replaces the fallback for metrics with no default.
     """
-    family = metric.split(":", 1)[0]
+    family = metric_family(metric)
     for source in (tolerances, DEFAULT_TOLERANCES):
         for key in (metric, family):
             if key in source:
@@ -361,66 +225,19 @@ def summary_lines(comparison: RunComparison) -> list[str]:
     return lines
 
 
-def metric_label(metric: str, answer: str) -> str:
-    """How a message names a metric: p(' Monday') for p_answer of the answer ' Monday'."""
-    if metric == "p_answer" and answer:
-        return f"p({answer!r})"
-    if metric in ("rank", "logit_diff") and answer:
-        return f"{metric}({answer!r})"
-    return metric
-
-
-def format_value(value: float | None) -> str:
-    """A metric value in three significant digits, as messages and diff tables show it."""
-    if value is None:
-        return "missing"
-    if math.isnan(value):
-        return "nan"
-    if abs(value) >= 1000:
-        return f"{value:.0f}"
-    return f"{value:.3g}"
-
-
-def parse_tolerance(text: str) -> tuple[str, float]:
-    """Parse a `--tolerance METRIC=VALUE` option; argparse (and pytest) show the error."""
-    metric, sep, value = text.partition("=")
-    try:
-        number = float(value)
-    except ValueError:
-        number = math.nan
-    if not sep or not metric.strip() or not number >= 0:
-        raise argparse.ArgumentTypeError(
-            f"tolerance {text!r}: expected METRIC=VALUE with VALUE a number ≥ 0, e.g. p_answer=0.1 or rank=3"
-        )
-    return metric.strip(), number
-
-
-def load_results(path: str | Path, *, fix: str = "write it from a run with --update-baseline") -> RunResults:
-    """Read a results file (a baseline, or one side of `seqprobe compare`).
-
-    A BaselineError says what is wrong, ending with `fix`: how to get a good file.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BaselineError(f"results file {path} does not exist; {fix}")
-    try:
-        results = RunResults.from_json(json.loads(path.read_text(encoding="utf-8")))
-    except (ValueError, KeyError, TypeError) as error:
-        raise BaselineError(
-            f"{path} is not a seqprobe results file ({type(error).__name__}: {error}); "
-            f"use the .json written beside a --report, or {fix}"
-        ) from error
-    if results.format_version > RESULTS_FORMAT_VERSION:
-        raise BaselineError(
-            f"{path} has format_version={results.format_version}; this seqprobe reads up to "
-            f"{RESULTS_FORMAT_VERSION}: upgrade seqprobe, or {fix}"
-        )
-    return results
-
-
-def write_baseline(results: RunResults, path: str | Path) -> None:
-    """Write `results` as the baseline, atomically. Only --update-baseline may call this."""
-    write_text_atomic(path, results.dumps())
+def nothing_compared(baseline: RunResults, current: RunResults, *, baseline_path: str, rootdir: Path) -> str | None:
+    """Why a baseline with cases shares no case file with this run, and how to fix it; None when it does."""
+    if not baseline.cases or any(case_file_of(case.case_id) in current.case_files for case in baseline.cases):
+        return None
+    ours = sorted(current.case_files)[0]
+    theirs = case_file_of(baseline.cases[0].case_id)
+    return (
+        f"ERROR: nothing was compared: none of this run's case files is in the baseline {baseline_path} "
+        f"(this run has {ours!r}, the baseline {theirs!r}). Case ids are paths relative to pytest's rootdir, "
+        f"here {rootdir}. Put a pytest config file (pytest.ini, or [tool.pytest.ini_options] in "
+        "pyproject.toml) in the project root the baseline was made in: without one, pytest picks the rootdir "
+        "from the paths on the command line, a --model folder's included"
+    )
 
 
 def case_file_of(case_id: str) -> str:

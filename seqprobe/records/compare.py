@@ -21,19 +21,11 @@ from collections.abc import Sequence
 
 from seqprobe.errors import BaselineError
 from seqprobe.records.atomic import write_text_atomic
-from seqprobe.records.baseline import (
-    STATUS_TEXT,
-    CaseComparison,
-    RunComparison,
-    compare_runs,
-    format_value,
-    load_results,
-    metric_label,
-    parse_tolerance,
-    summary_lines,
-)
-from seqprobe.records.report import markdown_code, markdown_table, markdown_text
-from seqprobe.records.results import RunResults
+from seqprobe.records.baseline import compare_runs, summary_lines
+from seqprobe.records.formatting import format_value, markdown_code, markdown_table, markdown_text, metric_label
+from seqprobe.records.results import RunResults, load_results
+from seqprobe.records.verdicts import STATUS_TEXT, CaseComparison, RunComparison
+from seqprobe.vocabulary.metrics import parse_tolerance
 
 __all__ = ["compare_main", "render_diff"]
 

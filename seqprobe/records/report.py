@@ -32,12 +32,8 @@ module for free.
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
-import shlex
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -45,24 +41,33 @@ from urllib.parse import quote
 
 from seqprobe.errors import BaselineError
 from seqprobe.records.atomic import write_text_atomic
-from seqprobe.records.baseline import STATUS_TEXT, RunComparison, case_file_of, format_value, summary_lines
+from seqprobe.records.baseline import case_file_of, summary_lines
+from seqprobe.records.formatting import format_value, markdown_code, markdown_table, markdown_text
 from seqprobe.records.plots import FigureSpec, figure_filename, render_figure
-from seqprobe.records.results import CaseResult, RunResults
+from seqprobe.records.results import VERSIONED_PACKAGES, CaseResult, RunResults
+from seqprobe.records.verdicts import STATUS_TEXT, RunComparison
+from seqprobe.vocabulary.metrics import METRICS, REPORT_COLUMNS
 
 __all__ = [
+    "FAILING_VARIANTS_SHOWN",
+    "KIND_HEADINGS",
+    "OUTCOME_ORDER",
+    "OUTCOME_TEXT",
+    "TOP_K_SHOWN",
     "ReportFiles",
+    "case_name",
+    "group_cases",
+    "metric_header",
+    "refuse_protected",
+    "report_figures",
+    "suite_label",
+    "variants_text",
     "figures_dir_for",
-    "markdown_code",
-    "markdown_table",
-    "markdown_text",
     "render_report",
     "results_path_for",
-    "run_environment",
     "write_report",
 ]
 
-# Packages whose versions decide what a run measures; the header and the results file name them.
-VERSIONED_PACKAGES = ("seqprobe", "transformer_lens", "torch")
 
 # Failures first: they are what a reader opens the report for; then what changed for the better.
 OUTCOME_ORDER = {"failed": 0, "error": 0, "xpassed": 1, "xfailed": 2, "passed": 3, "skipped": 4}
@@ -83,18 +88,6 @@ KIND_HEADINGS = MappingProxyType(
         "invariance": "Invariances",
         "direction": "Directions",
         "patching": "Activation patching",
-        "attribution": "Direct attribution",
-    }
-)
-# Metrics shown first, in this order, under these headers; any other metric follows by name.
-METRIC_HEADERS = MappingProxyType(
-    {
-        "p_answer": "p(answer)",
-        "rank": "Rank",
-        "logit_diff": "Logit diff vs distractor",
-        "pass_rate": "Pass rate",
-        "margin": "Margin",
-        "recovery": "Recovery",
     }
 )
 TOP_K_SHOWN = 3
@@ -108,19 +101,6 @@ class ReportFiles:
     markdown: Path
     results: Path
     figures: tuple[Path, ...]
-
-
-def run_environment(*, command: Sequence[str], now: datetime) -> dict[str, str]:
-    """`RunResults.environment` for this process: versions, date, and the command to rerun.
-
-    Versions come from installed metadata, so torch is not imported to learn its version.
-    """
-    versions = {name: _version(name) for name in VERSIONED_PACKAGES}
-    return versions | {
-        "python": platform.python_version(),
-        "date": now.isoformat(timespec="seconds"),
-        "command": shlex.join(command),
-    }
 
 
 def results_path_for(report: str | Path) -> Path:
@@ -154,12 +134,8 @@ def write_report(
     results_path, figures_dir = results_path_for(path), figures_dir_for(path)
     if path.suffix == ".json":
         raise ValueError(f"report {path}: expected a .md path; its results go to a .json beside it")
-    if any(results_path.resolve() == Path(other).resolve() for other in protect):
-        raise BaselineError(
-            f"report {path} would write its results to {results_path}, the baseline file; only "
-            "--update-baseline writes a baseline: pick another --report name"
-        )
-    figures = _figures(results)
+    refuse_protected(path, results_path, protect)
+    figures = report_figures(results)
     written = []
     for i, (case, spec, filename) in enumerate(figures, start=1):
         if progress is not None:
@@ -179,6 +155,15 @@ def write_report(
     return ReportFiles(markdown=path, results=results_path, figures=tuple(written))
 
 
+def refuse_protected(report: Path, results_path: Path, protect: Collection[str | Path]) -> None:
+    """A report whose results file is a protected one (the baseline) is refused before anything is written."""
+    if any(results_path.resolve() == Path(other).resolve() for other in protect):
+        raise BaselineError(
+            f"report {report} would write its results to {results_path}, the baseline file; only "
+            "--update-baseline writes a baseline: pick another --report name"
+        )
+
+
 def render_report(
     results: RunResults,
     *,
@@ -192,24 +177,15 @@ def render_report(
     if comparison is not None:
         lines += _baseline_section(comparison, baseline_label)
     lines += ["## Summary", "", _summary_table(results.cases), ""]
-    for suite, cases in _group(results.cases, key=suite_label).items():
+    for suite, cases in group_cases(results.cases, key=suite_label).items():
         lines += [f"## Suite {markdown_code(suite)}", ""]
-        for kind, of_kind in _group(cases, key=lambda case: case.kind).items():
+        for kind, of_kind in group_cases(cases, key=lambda case: case.kind).items():
             ordered = sorted(of_kind, key=lambda case: OUTCOME_ORDER.get(case.outcome, 0))
             lines += [f"### {KIND_HEADINGS.get(kind, kind.capitalize())}", ""]
             lines += [_case_table(ordered), ""]
             for case in ordered:
                 lines += _mechanism_section(case, figures_dir)
     return "\n".join(lines).rstrip("\n") + "\n"
-
-
-def markdown_table(rows: Sequence[Mapping[str, str]], *, right: Collection[str] = ()) -> str:
-    """A pipe table of string cells, columns in first-row order, `right` columns right-aligned."""
-    import pandas as pd
-
-    frame = pd.DataFrame(list(rows))
-    align = ["right" if column in right else "left" for column in frame.columns]
-    return frame.to_markdown(index=False, tablefmt="pipe", disable_numparse=True, colalign=align)
 
 
 def _header(results: RunResults, *, results_file: str) -> list[str]:
@@ -281,7 +257,7 @@ def _summary_table(cases: Sequence[CaseResult]) -> str:
 
 def _case_table(cases: Sequence[CaseResult]) -> str:
     """One row per case; a column appears when any case has something to put in it."""
-    metrics = [m for m in METRIC_HEADERS if any(m in case.metrics for case in cases)]
+    metrics = [m for m in REPORT_COLUMNS if any(m in case.metrics for case in cases)]
     metrics += [m for m in dict.fromkeys(m for c in cases for m in c.metrics) if m not in metrics]
     has = {
         "answer": any(case.answer for case in cases),
@@ -292,29 +268,33 @@ def _case_table(cases: Sequence[CaseResult]) -> str:
     for case in cases:
         row = {
             "Outcome": OUTCOME_TEXT.get(case.outcome, case.outcome),
-            "Case": markdown_code(_case_name(case.case_id)),
+            "Case": markdown_code(case_name(case.case_id)),
             "Prompt": markdown_code(case.prompt) if case.prompt else "",
         }
         if has["answer"]:
             row["Answer"] = markdown_code(repr(case.answer)) if case.answer else ""
         for metric in metrics:
             value = case.metrics.get(metric)
-            row[METRIC_HEADERS.get(metric, metric)] = "" if value is None else format_value(value)
+            row[metric_header(metric)] = "" if value is None else format_value(value)
         if has["top_k"]:
             row["Top-3"] = _top_k(case.details.get("top_k", ()))
         if has["family"]:
-            row["Variants"] = _variants(case.details)
+            row["Variants"] = variants_text(case.details)
             row["Failing variants"] = _failing_variants(case.details.get("failing_variants", ()))
         row["Notes"] = _notes(case)
         rows.append(row)
-    return markdown_table(rows, right={METRIC_HEADERS.get(m, m) for m in metrics})
+    return markdown_table(rows, right={metric_header(m) for m in metrics})
+
+
+def metric_header(metric: str) -> str:
+    return METRICS[metric].header if metric in METRICS else metric
 
 
 def _mechanism_section(case: CaseResult, figures_dir: str) -> list[str]:
     claims, figures = case.details.get("claims", ()), case.details.get("figures", ())
     if not claims and not figures:
         return []
-    lines = [f"#### {markdown_code(_case_name(case.case_id))}", ""]
+    lines = [f"#### {markdown_code(case_name(case.case_id))}", ""]
     if "metric" in case.details:
         lines += [markdown_text(str(case.details["metric"])), ""]
     if claims:
@@ -336,7 +316,7 @@ def _mechanism_section(case: CaseResult, figures_dir: str) -> list[str]:
     return lines
 
 
-def _figures(results: RunResults) -> list[tuple[CaseResult, FigureSpec, str]]:
+def report_figures(results: RunResults) -> list[tuple[CaseResult, FigureSpec, str]]:
     """Every figure of the run, parsed before any file is written so a bad spec writes nothing."""
     figures: list[tuple[CaseResult, FigureSpec, str]] = []
     owners: dict[str, tuple[str, str]] = {}
@@ -374,7 +354,7 @@ def suite_label(case: CaseResult) -> str:
     return f"{file_name.removesuffix('.seqprobe.yaml').removesuffix('.seqprobe.yml')}::{case.suite}"
 
 
-def _group(cases: Sequence[CaseResult], *, key: Callable[[CaseResult], str]) -> dict[str, list[CaseResult]]:
+def group_cases(cases: Sequence[CaseResult], *, key: Callable[[CaseResult], str]) -> dict[str, list[CaseResult]]:
     groups: dict[str, list[CaseResult]] = {}
     for case in cases:
         groups.setdefault(key(case), []).append(case)
@@ -387,7 +367,7 @@ def _top_k(top_k: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def _variants(details: Mapping[str, Any]) -> str:
+def variants_text(details: Mapping[str, Any]) -> str:
     if "variants_total" not in details:
         return ""
     run, total = details.get("variants_run", details["variants_total"]), details["variants_total"]
@@ -407,36 +387,6 @@ def _notes(case: CaseResult) -> str:
     return "<br>".join(markdown_text(note) for note in notes)
 
 
-def _case_name(case_id: str) -> str:
+def case_name(case_id: str) -> str:
     """The case's own name; the suite is the section heading and the file is in the header."""
     return case_id.rsplit("::", 1)[-1]
-
-
-def markdown_code(text: str) -> str:
-    """`text` as an inline code span that survives a table cell: pipes and newlines escaped."""
-    text = text.replace("\n", "\\n").replace("\r", "\\r").replace("|", "\\|")
-    fence = "`" * (_longest_backtick_run(text) + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
-def _longest_backtick_run(text: str) -> int:
-    longest = run = 0
-    for char in text:
-        run = run + 1 if char == "`" else 0
-        longest = max(longest, run)
-    return longest
-
-
-def markdown_text(text: str) -> str:
-    """Free text in markdown: no table breaks, no accidental HTML or code spans."""
-    for char in ("\\", "|", "<", "`"):
-        text = text.replace(char, f"\\{char}")
-    return text.replace("\n", " ").replace("\r", " ")
-
-
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"

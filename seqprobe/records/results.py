@@ -7,20 +7,33 @@ results file written today can be compared with one written by the next run.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
-from collections.abc import Mapping
+import platform
+import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+
+from seqprobe.errors import BaselineError
+from seqprobe.records.atomic import write_text_atomic
 
 __all__ = [
     "RESULTS_FORMAT_VERSION",
     "CaseResult",
     "Outcome",
     "RunResults",
+    "VERSIONED_PACKAGES",
+    "load_results",
+    "run_environment",
+    "write_baseline",
 ]
 
 RESULTS_FORMAT_VERSION = 1
+# Packages whose versions decide what a run measures; the header and the results file name them.
+VERSIONED_PACKAGES = ("seqprobe", "transformer_lens", "torch")
 
 Outcome = Literal["passed", "failed", "xfailed", "xpassed", "error", "skipped"]
 
@@ -107,3 +120,51 @@ class RunResults:
     @classmethod
     def load(cls, path: str | Path) -> RunResults:
         return cls.from_json(json.loads(Path(path).read_text(encoding="utf-8")))
+
+
+def load_results(path: str | Path, *, fix: str = "write it from a run with --update-baseline") -> RunResults:
+    """Read a results file (a baseline, or one side of `seqprobe compare`).
+
+    A BaselineError says what is wrong, ending with `fix`: how to get a good file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BaselineError(f"results file {path} does not exist; {fix}")
+    try:
+        results = RunResults.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (ValueError, KeyError, TypeError) as error:
+        raise BaselineError(
+            f"{path} is not a seqprobe results file ({type(error).__name__}: {error}); "
+            f"use the .json written beside a --report, or {fix}"
+        ) from error
+    if results.format_version > RESULTS_FORMAT_VERSION:
+        raise BaselineError(
+            f"{path} has format_version={results.format_version}; this seqprobe reads up to "
+            f"{RESULTS_FORMAT_VERSION}: upgrade seqprobe, or {fix}"
+        )
+    return results
+
+
+def write_baseline(results: RunResults, path: str | Path) -> None:
+    """Write `results` as the baseline, atomically. Only --update-baseline may call this."""
+    write_text_atomic(path, results.dumps())
+
+
+def run_environment(*, command: Sequence[str], now: datetime) -> dict[str, str]:
+    """`RunResults.environment` for this process: versions, date, and the command to rerun.
+
+    Versions come from installed metadata, so torch is not imported to learn its version.
+    """
+    versions = {name: _version(name) for name in VERSIONED_PACKAGES}
+    return versions | {
+        "python": platform.python_version(),
+        "date": now.isoformat(timespec="seconds"),
+        "command": shlex.join(command),
+    }
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"

@@ -14,14 +14,14 @@ measured (the file's sha256 is stored once per file, not per case).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from seqprobe.errors import BaselineError
 from seqprobe.records.baseline import compare_case
 from seqprobe.records.results import CaseResult, RunResults
 
-__all__ = ["BaselineUpdate", "CaseFileRun", "merge_baseline"]
+__all__ = ["BaselineUpdate", "CaseFileRun", "answered_entries", "merge_baseline"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,17 @@ def merge_baseline(
         environment=new.environment,
     )
     return BaselineUpdate(merged, added, changed, unchanged, dropped, kept)
+
+
+def answered_entries(baseline: RunResults, current: RunResults, files: Mapping[str, CaseFileRun]) -> RunResults:
+    """The baseline's entries a run answers for: its own cases, and the cases its whole files lost.
+
+    A case the run did not select (another file, `-k`, a stopped run) is not "missing" from it;
+    the same rule decides which entries an update drops.
+    """
+    ran = current.by_id()
+    kept = tuple(case for case in baseline.cases if case.case_id in ran or _removed(case.case_id, files))
+    return replace(baseline, cases=kept)
 
 
 def _file_of(case_id: str) -> str:

@@ -7,6 +7,8 @@ carry a suffix ("recovery:resid_pre@L3") and take their family's tolerance and d
 
 from __future__ import annotations
 
+import argparse
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -20,6 +22,7 @@ __all__ = [
     "TOLERANCE_METRICS",
     "Metric",
     "metric_family",
+    "parse_tolerance",
 ]
 
 
@@ -84,3 +87,17 @@ THRESHOLD_KINDS: Mapping[str, type] = MappingProxyType(
 def metric_family(metric: str) -> str:
     """ "recovery:resid_pre@L3" -> "recovery": per-claim metrics share their family's defaults."""
     return metric.split(":", 1)[0]
+
+
+def parse_tolerance(text: str) -> tuple[str, float]:
+    """Parse a `--tolerance METRIC=VALUE` option; argparse (and pytest) show the error."""
+    metric, sep, value = text.partition("=")
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not sep or not metric.strip() or not number >= 0:
+        raise argparse.ArgumentTypeError(
+            f"tolerance {text!r}: expected METRIC=VALUE with VALUE a number ≥ 0, e.g. p_answer=0.1 or rank=3"
+        )
+    return metric.strip(), number

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from seqprobe.cases.casefile import parse_case_file
-from seqprobe.cases.patching import PatchClaim, PatchingCase
-from seqprobe.checks.patching import patch_heads_together
-from seqprobe.engine.patching import make_pair, prepare_patching
+from seqprobe.casefiles.patching import PatchClaim, PatchingCase
+from seqprobe.casefiles.reader import parse_case_file
+from seqprobe.checks.patching import check_claim, gather_evidence
+from seqprobe.engine.patching import make_pair
 from seqprobe.errors import CaseFileError
 from seqprobe.vocabulary.heads import resolve_layer
-from tests._sharp_models import BUILDERS, sharp_bridge
-from tests._tiny_models import build_tiny_tokenizer
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -119,33 +119,48 @@ def test_fraction_one_reaches_the_final_stream_for_the_logit_lens() -> None:
     assert resolve_layer(1.0, 30, inclusive_end=True) == 30
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
-def sharp(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    return sharp_bridge(request.param, tmp_path_factory.mktemp(f"sharp-{request.param}"))
-
-
-@pytest.mark.parametrize("site", ["z", "v", "pattern"])
-def test_one_head_patched_together_equals_its_sweep_cell(sharp, site: str) -> None:
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_claims_read_heads_together_the_lens_and_attribution_from_one_evidence(sharp_bridge) -> None:  # type: ignore[no-untyped-def]
+    """Each claim kind's verdict: its baseline metric name, its number and the detail a failure prints."""
+    (case,) = parse(
+        """
+        - kind: patching
+          id: claims
+          over: {day: days}
+          prompt: "Today it is {day}, tomorrow it is"
+          answer: " {day+1}"
+          corrupt: {day: 2}
+          claims:
+            - patch: {site: z, heads: [L1H0, L2H1], min_recovery: -100}
+            - patch: {site: v, heads: [L2KV1], min_recovery: -100}
+            - patch: {site: z, heads: [L1H0, L5H0], min_recovery: 0.5}
+            - logit_lens: {min_logit_diff: -100, by_layer: 1.0}
+            - direct_attribution: {head: L2H1, min_logit_diff: -100}
+        """
+    )
     pairs = [
-        make_pair(sharp, clean=PROMPT.format(c), corrupted=PROMPT.format(x), answer=a, distractor=d)
-        for c, x, a, d in [("Sunday", "Tuesday", " Monday", " Wednesday"), ("Friday", "Sunday", " Saturday", " Monday")]
+        make_pair(sharp_bridge, clean=p.clean, corrupted=p.corrupted, answer=p.answer, distractor=p.distractor)
+        for p in case.pairs
     ]
-    runs = prepare_patching(sharp, pairs, sites=(site,))
-    sweep = runs.sweep(site)
-    layer, head = sweep.recovery.shape[0] - 1, sweep.recovery.shape[1] - 1
-    for layer in range(sweep.recovery.shape[0]):
-        head = layer % sweep.recovery.shape[1]
-        assert patch_heads_together(sharp, runs, site, [(layer, head)]) == pytest.approx(
-            sweep.at(layer, head), abs=1e-4
-        )
+    evidence = gather_evidence(sharp_bridge, pairs, case.claims)
+    assert set(evidence.sweeps) == {"z", "v"}  # the linear views read the clean run these sweeps cached
+    together, values, missing, lens, attribution = (check_claim(claim, evidence) for claim in case.claims)
+    assert together.metric == "recovery:z@L1H0+L2H1" and together.passed
+    assert together.value == evidence.runs.patch_heads_together("z", [(1, 0), (2, 1)])
+    assert together.detail == f"patching L1H0+L2H1 together recovers {together.value:.3f}"
+    # Key/value heads keep the metric names claims have always had.
+    assert values.metric == "recovery:v@L2H1" and values.value == evidence.runs.patch_heads_together("v", [(2, 1)])
+    assert missing.metric == "recovery:z@L1H0+L5H0" and not missing.passed and math.isnan(missing.value)
+    assert missing.detail == "this model has no L5H0: the z grid has layers 0..2 and columns H0, H1, H2, H3"
+    assert lens.metric == "logit_diff:lens@1.0" and lens.value == float(evidence.lens.logit_diff.max())
+    assert attribution.metric == "logit_diff:dla@L2H1"
+    assert attribution.value == float(evidence.attribution.by_head[2, 1])
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_patching_case_through_the_plugin(pytester: pytest.Pytester, tmp_path, dtype: str) -> None:
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_patching_case_through_the_plugin(pytester: pytest.Pytester, sharp_model_dir: Path, dtype: str) -> None:
     """Claims, messages and every figure's sweep; in bfloat16 too, where the metric stays float32."""
-    model_dir = tmp_path / "sharp-llama"
-    BUILDERS["llama"]().save_pretrained(model_dir)
-    build_tiny_tokenizer().save_pretrained(model_dir)
     pytester.makefile(
         ".seqprobe.yaml",
         mech=textwrap.dedent(
@@ -167,7 +182,7 @@ def test_patching_case_through_the_plugin(pytester: pytest.Pytester, tmp_path, d
         ),
     )
     result = pytester.runpytest(
-        "--model", str(model_dir), "--dtype", dtype, "--report", "r.md", "-p", "no:cacheprovider"
+        "--model", str(sharp_model_dir), "--dtype", dtype, "--report", "r.md", "-p", "no:cacheprovider"
     )  # fmt: skip
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(

@@ -8,6 +8,8 @@ under a tiny clean−corrupted gap.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -16,25 +18,19 @@ from hypothesis import strategies as st
 from seqprobe.bench import reference_hook_names, study_pairs, transformer_lens_sweeps
 from seqprobe.engine.forward import resumable_forward
 from seqprobe.engine.patching import (
-    SITES,
     PatchingPair,
     logit_diff_metric,
     make_pair,
     patch_sweep,
-    patched_metric_grid,
     prepare_patching,
     recovery,
 )
+from seqprobe.engine.resume import patched_heads_metric, patched_metric_grid
 from seqprobe.errors import PatchingError
-from tests._sharp_models import BUILDERS, sharp_bridge
+from seqprobe.vocabulary.sites import HEAD_SITES, SITES, hook_name
 
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 TEMPLATE = " Today it is {}, tomorrow it is"
-
-
-@pytest.fixture(scope="module", params=sorted(BUILDERS))
-def bridge(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
-    return sharp_bridge(request.param, tmp_path_factory.mktemp(f"sharp-{request.param}"))
 
 
 def _pairs(bridge, days: list[tuple[str, str, str, str]]) -> list[PatchingPair]:  # type: ignore[no-untyped-def]
@@ -48,31 +44,28 @@ STUDY = [("Sunday", "Tuesday", "Monday", "Wednesday"), ("Friday", "Thursday", "S
 
 
 @pytest.fixture(scope="module")
-def pairs(bridge) -> list[PatchingPair]:  # type: ignore[no-untyped-def]
-    return _pairs(bridge, STUDY)
+def pairs(sharp_bridge) -> list[PatchingPair]:  # type: ignore[no-untyped-def]
+    return _pairs(sharp_bridge, STUDY)
 
 
 # -- the forward pass -------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def test_forward_reproduces_the_bridge_activations_and_logits(bridge, pairs) -> None:  # type: ignore[no-untyped-def]
+def test_forward_reproduces_the_bridge_activations_and_logits(sharp_bridge, pairs) -> None:  # type: ignore[no-untyped-def]
     tokens = torch.stack([pair.clean for pair in pairs])
-    logits, cache = bridge.run_with_cache(tokens)
-    forward = resumable_forward(bridge.original_model)
+    logits, cache = sharp_bridge.run_with_cache(tokens)
+    forward = resumable_forward(sharp_bridge.original_model)
     run = forward.run(tokens)
-    hooks = {
-        "resid_pre": "blocks.{}.hook_resid_pre", "attn_out": "blocks.{}.hook_attn_out",
-        "resid_mid": "blocks.{}.hook_resid_mid", "mlp_out": "blocks.{}.hook_mlp_out",
-        "z": "blocks.{}.attn.hook_z", "pattern": "blocks.{}.attn.hook_pattern",
-    }  # fmt: skip
     for layer in range(forward.n_layers):
-        for name, hook in hooks.items():
-            _assert_float_noise(run[name, layer], cache[hook.format(layer)])
+        for site in ("resid_pre", "attn_out", "mlp_out", "z", "pattern"):
+            _assert_float_noise(run[site, layer], cache[hook_name(site, layer)])
+        # resid_mid is no patching site, so the vocabulary has no hook name for it.
+        _assert_float_noise(run["resid_mid", layer], cache[f"blocks.{layer}.hook_resid_mid"])
         # seqprobe keeps values as [batch kv_head pos d_head]; the bridge's hook_v is the transpose.
-        _assert_float_noise(run["v", layer].transpose(1, 2), cache[f"blocks.{layer}.attn.hook_v"])
+        _assert_float_noise(run["v", layer].transpose(1, 2), cache[hook_name("v", layer)])
     ids = torch.tensor([[pair.answer_id, pair.distractor_id] for pair in pairs])
-    hf_logits = bridge.original_model(tokens).logits[:, -1]
+    hf_logits = sharp_bridge.original_model(tokens).logits[:, -1]
     torch.testing.assert_close(forward.unembed(run.resid_final[:, -1], ids), hf_logits.gather(-1, ids))
     torch.testing.assert_close(logits[:, -1].gather(-1, ids), hf_logits.gather(-1, ids))
 
@@ -88,21 +81,22 @@ def _assert_float_noise(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 
 @pytest.fixture(scope="module")
-def transformer_lens_grids(bridge, pairs) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
+def transformer_lens_grids(sharp_bridge, pairs) -> dict[str, torch.Tensor]:  # type: ignore[no-untyped-def]
     """transformer_lens's six sweeps with the raw metric (no normalization to hide behind)."""
     clean = torch.stack([pair.clean for pair in pairs])
     corrupted = torch.stack([pair.corrupted for pair in pairs])
+    names = reference_hook_names(sharp_bridge.cfg.n_layers, SITES)
     with torch.inference_mode():
-        _, cache = bridge.run_with_cache(clean, names_filter=reference_hook_names(bridge.cfg.n_layers, SITES))
+        _, cache = sharp_bridge.run_with_cache(clean, names_filter=names)
         return {
-            site: sweep(bridge, corrupted, cache, lambda logits: logit_diff_metric(logits, pairs))
+            site: sweep(sharp_bridge, corrupted, cache, lambda logits: logit_diff_metric(logits, pairs))
             for site, sweep in transformer_lens_sweeps().items()
         }
 
 
 @pytest.mark.parametrize("site", SITES)
-def test_sweep_equals_transformer_lens(bridge, pairs, transformer_lens_grids, site: str) -> None:  # type: ignore[no-untyped-def]
-    result = prepare_patching(bridge, pairs, sites=(site,)).sweep(site)
+def test_sweep_equals_transformer_lens(sharp_bridge, pairs, transformer_lens_grids, site: str) -> None:  # type: ignore[no-untyped-def]
+    result = prepare_patching(sharp_bridge, pairs, sites=(site,)).sweep(site)
     expected = transformer_lens_grids[site]
     assert result.metric.shape == expected.shape
     # The metric moves by tenths of a logit across the grid on these models: 1e-5 is a strict bar.
@@ -112,14 +106,97 @@ def test_sweep_equals_transformer_lens(bridge, pairs, transformer_lens_grids, si
     torch.testing.assert_close(result.recovery, expected_recovery, atol=1e-4, rtol=0)
 
 
-def test_grouped_query_values_are_patched_per_key_value_head(bridge, pairs) -> None:  # type: ignore[no-untyped-def]
-    forward = resumable_forward(bridge.original_model)
-    result = patch_sweep(bridge, pairs, "v")
+def test_grouped_query_values_are_patched_per_key_value_head(sharp_bridge, pairs) -> None:  # type: ignore[no-untyped-def]
+    forward = resumable_forward(sharp_bridge.original_model)
+    result = patch_sweep(sharp_bridge, pairs, "v")
     if forward.n_kv_heads == forward.n_heads:
         assert result.labels == tuple(f"H{h}" for h in range(forward.n_heads))
     else:
         assert result.recovery.shape == (forward.n_layers, forward.n_kv_heads)
         assert result.labels == tuple(f"KV{g}" for g in range(forward.n_kv_heads))
+
+
+# -- heads patched together ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def head_runs(sharp_bridge, pairs):  # type: ignore[no-untyped-def]
+    return prepare_patching(sharp_bridge, pairs, sites=HEAD_SITES)
+
+
+@pytest.fixture(scope="module")
+def head_sweeps(head_runs):  # type: ignore[no-untyped-def]
+    return {site: head_runs.sweep(site) for site in HEAD_SITES}
+
+
+def _transformer_lens_heads_together(bridge, pairs, site: str, heads) -> torch.Tensor:  # type: ignore[no-untyped-def]
+    """The metric of one corrupted run whose heads' `site` activations TransformerLens hooks set to the clean ones."""
+    clean = torch.stack([pair.clean for pair in pairs])
+    corrupted = torch.stack([pair.corrupted for pair in pairs])
+    by_layer: dict[int, list[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, []).append(head)
+    names = {layer: hook_name(site, layer) for layer in by_layer}
+    with torch.inference_mode():
+        _, cache = bridge.run_with_cache(clean, names_filter=list(names.values()))
+
+        def patch(activation: torch.Tensor, hook, *, layer: int) -> torch.Tensor:  # type: ignore[no-untyped-def]
+            # Bound per layer: the bridge reports hook aliases (hook_z) under their canonical names.
+            for head in by_layer[layer]:
+                # z and v: [pair pos head d_head]; pattern: [pair head query key].
+                index = (slice(None), head) if site == "pattern" else (slice(None), slice(None), head)
+                activation[index] = cache[names[layer]][index]
+            return activation
+
+        hooks = [(names[layer], functools.partial(patch, layer=layer)) for layer in sorted(names)]
+        return logit_diff_metric(bridge.run_with_hooks(corrupted, fwd_hooks=hooks), pairs)
+
+
+def _heads(runs, site: str):  # type: ignore[no-untyped-def]
+    """Up to six (layer, head) pairs, repeats allowed; key/value heads for "v"."""
+    columns = runs.forward.n_kv_heads if site == "v" else runs.forward.n_heads
+    head = st.tuples(st.integers(0, runs.forward.n_layers - 1), st.integers(0, columns - 1))
+    return st.lists(head, min_size=1, max_size=6)
+
+
+@pytest.mark.parametrize("site", HEAD_SITES)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_heads_patched_together_equal_transformer_lens_hooks(head_runs, site: str, data) -> None:  # type: ignore[no-untyped-def]
+    """One resumed run equals one corrupted run with every head's hook on, later heads reading earlier patches."""
+    heads = data.draw(_heads(head_runs, site))
+    expected = _transformer_lens_heads_together(head_runs.bridge, head_runs.pairs, site, heads)
+    with torch.inference_mode():
+        ours = patched_heads_metric(
+            head_runs.forward, source=head_runs.clean, target=head_runs.corrupted, site=site, heads=heads,
+            token_ids=head_runs.token_ids,
+        )  # fmt: skip
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    expected_recovery = (expected - head_runs.corrupted_metric) / (head_runs.clean_metric - head_runs.corrupted_metric)
+    assert head_runs.patch_heads_together(site, heads) == pytest.approx(float(expected_recovery), abs=1e-4)
+
+
+@pytest.mark.parametrize("site", HEAD_SITES)
+def test_heads_in_several_layers_together_are_not_the_sum_of_their_cells(head_runs, head_sweeps, site: str) -> None:  # type: ignore[no-untyped-def]
+    """On these models the heads interact, so the oracle above tells one run from a sum of single patches."""
+    sweep = head_sweeps[site]
+    heads = [(layer, column) for layer in range(sweep.metric.shape[0]) for column in range(sweep.metric.shape[1])]
+    together = float(_transformer_lens_heads_together(head_runs.bridge, head_runs.pairs, site, heads))
+    summed = head_runs.corrupted_metric + float((sweep.metric - head_runs.corrupted_metric).sum())
+    assert abs(together - summed) > 0.01
+    assert head_runs.patch_heads_together(site, heads) == pytest.approx(
+        (together - head_runs.corrupted_metric) / (head_runs.clean_metric - head_runs.corrupted_metric), abs=1e-4
+    )
+
+
+@pytest.mark.parametrize("site", HEAD_SITES)
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_one_head_patched_together_is_its_sweep_cell(head_runs, head_sweeps, site: str, data) -> None:  # type: ignore[no-untyped-def]
+    """A set of one head is that head's cell of the sweep, though the sweep starts from the cached z."""
+    ((layer, head),) = data.draw(_heads(head_runs, site).map(lambda heads: heads[:1]))
+    together = head_runs.patch_heads_together(site, [(layer, head)])
+    assert together == pytest.approx(head_sweeps[site].at(layer, head), abs=1e-4)
 
 
 # -- invariants ---------------------------------------------------------------------------------
@@ -131,21 +208,27 @@ pair_days = st.lists(
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(days=pair_days, site=st.sampled_from(SITES))
-def test_patching_a_run_into_itself_recovers_exactly_one_or_zero(bridge, days, site: str) -> None:  # type: ignore[no-untyped-def]
-    """Clean activations patched into the clean run give the clean metric (recovery 1) in every cell;
-    corrupted into corrupted give the corrupted metric (recovery 0)."""
-    runs = prepare_patching(bridge, _pairs(bridge, days), min_gap=0.0)
+def test_patching_a_run_into_itself_recovers_exactly_one_or_zero(sharp_bridge, days, site: str) -> None:  # type: ignore[no-untyped-def]
+    """Clean activations patched into the clean run give the clean metric (recovery 1) in every cell, and
+    for heads patched together; corrupted into corrupted give the corrupted metric (recovery 0)."""
+    runs = prepare_patching(sharp_bridge, _pairs(sharp_bridge, days), min_gap=0.0)
+    every_layer = [(layer, 0) for layer in range(runs.forward.n_layers)]
     for source, expected in ((runs.clean, 1.0), (runs.corrupted, 0.0)):
         grid = patched_metric_grid(runs.forward, source=source, target=source, site=site, token_ids=runs.token_ids)
+        if site in HEAD_SITES:
+            together = patched_heads_metric(
+                runs.forward, source=source, target=source, site=site, heads=every_layer, token_ids=runs.token_ids
+            )
+            grid = torch.cat([grid.flatten(), together[None]])
         cells = recovery(grid.cpu(), clean=runs.clean_metric, corrupted=runs.corrupted_metric, min_gap=0.0)
         assert torch.equal(cells, torch.full_like(cells, expected))
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(days=pair_days)
-def test_patching_the_whole_difference_recovers_the_clean_run_and_earlier_positions_nothing(bridge, days) -> None:  # type: ignore[no-untyped-def]
+def test_patching_the_whole_difference_recovers_the_clean_run_and_earlier_positions_nothing(sharp_bridge, days) -> None:  # type: ignore[no-untyped-def]
     """The prompts differ in one token, so its clean embedding (resid_pre of block 0) *is* the clean run."""
-    runs = prepare_patching(bridge, _pairs(bridge, days), sites=("resid_pre",), min_gap=0.0)
+    runs = prepare_patching(sharp_bridge, _pairs(sharp_bridge, days), sites=("resid_pre",), min_gap=0.0)
     result = runs.sweep("resid_pre")
     substituted = result.column("substituted")
     torch.testing.assert_close(result.metric[0, substituted], torch.tensor(runs.clean_metric), atol=1e-5, rtol=1e-5)
@@ -184,6 +267,19 @@ def test_prompts_of_different_lengths_name_both_tokenizations(tiny_llama_bridge)
         "' it is Sundays' is 5 tokens ['<|bos|>', ' it', ' is', ' Sunday', 's']; substitute words that are the same "
         "number of tokens"
     )
+
+
+def test_heads_together_name_what_the_model_lacks(tiny_llama_bridge) -> None:  # type: ignore[no-untyped-def]
+    runs = prepare_patching(tiny_llama_bridge, _pairs(tiny_llama_bridge, STUDY), sites=("v", "resid_pre"), min_gap=0.0)
+    with pytest.raises(PatchingError) as error:
+        runs.patch_heads_together("v", [(0, 1), (1, 2), (2, 0)])
+    assert str(error.value) == (
+        "v: the model has no L1KV2, L2KV0: it has layers 0..1 and 2 key/value heads (0..1) per layer"
+    )
+    with pytest.raises(PatchingError, match=r"^heads are patched at z, v or pattern, not 'resid_pre'$"):
+        runs.patch_heads_together("resid_pre", [(0, 0)])
+    with pytest.raises(PatchingError, match=r"^site 'z' was not prepared; these runs cached \('v', 'resid_pre'\)$"):
+        runs.patch_heads_together("z", [(0, 0)])
 
 
 def test_token_tensors_of_different_lengths_are_refused() -> None:

@@ -12,49 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from seqprobe.errors import BaselineError
-from seqprobe.records.baseline import (
-    DEFAULT_TOLERANCES,
-    compare_case,
-    compare_runs,
-    compare_to_baseline,
-    load_results,
-    parse_tolerance,
-    summary_lines,
-    tolerance_for,
-    write_baseline,
-)
-from seqprobe.records.results import CaseResult, RunResults
+from seqprobe.records.baseline import compare_case, compare_runs, compare_to_baseline, summary_lines, tolerance_for
+from seqprobe.records.results import load_results, write_baseline
+from seqprobe.vocabulary.metrics import DEFAULT_TOLERANCES, parse_tolerance
+from tests.records._builders import CASE_FILE, completion_result, run_results
 
-FILE = "cases/days.seqprobe.yaml"
 HINT = "to accept, rerun with --update-baseline"
 
 
-def completion(name: str = "sunday", **metrics: float) -> CaseResult:
-    return CaseResult(
-        case_id=f"{FILE}::successor::{name}",
-        suite="successor",
-        kind="completion",
-        outcome="passed",
-        metrics={"p_answer": 0.62, "rank": 1.0, "logit_diff": 2.5} | metrics,
-        prompt="Today it is Sunday, tomorrow it is",
-        answer=" Monday",
-        lower_is_better=("rank",),
-    )
-
-
-def run(
-    *cases: CaseResult, sha256: str = "ab" * 32, case_file: str = "cd" * 32, name: str = "smollm2-135m"
-) -> RunResults:
-    return RunResults(
-        model={"name": name, "source": "hub", "sha256": sha256, "dtype": "float32", "device": "cpu"},
-        case_files={FILE: case_file},
-        cases=cases,
-        environment={"torch": "2.13.0", "date": "2025-01-01T00:00:00+00:00", "command": "pytest"},
-    )
-
-
 def test_a_metric_falling_beyond_its_tolerance_regresses_with_the_issues_message() -> None:
-    comparison = compare_case(completion(), completion(p_answer=0.41))
+    comparison = compare_case(completion_result(), completion_result(p_answer=0.41))
     assert comparison.status == "regressed"
     assert comparison.messages == (
         "regressed: p(' Monday') 0.62 → 0.41 (tolerance 0.05); to accept, rerun with --update-baseline",
@@ -65,21 +32,21 @@ def test_a_metric_falling_beyond_its_tolerance_regresses_with_the_issues_message
 
 
 def test_changes_within_tolerance_are_unchanged() -> None:
-    comparison = compare_case(completion(), completion(p_answer=0.58, rank=3.0, logit_diff=2.0))
+    comparison = compare_case(completion_result(), completion_result(p_answer=0.58, rank=3.0, logit_diff=2.0))
     assert comparison.status == "unchanged"
     assert comparison.messages == ()
 
 
 def test_rank_is_lower_is_better() -> None:
-    worse = compare_case(completion(), completion(rank=4.0))
-    better = compare_case(completion(rank=5.0), completion(rank=1.0))
+    worse = compare_case(completion_result(), completion_result(rank=4.0))
+    better = compare_case(completion_result(rank=5.0), completion_result(rank=1.0))
     assert (worse.status, better.status) == ("regressed", "improved")
     assert worse.messages == (f"regressed: rank(' Monday') 1 → 4 (tolerance 2); {HINT}",)
     assert better.messages == (f"improved: rank(' Monday') 5 → 1 (tolerance 2); {HINT}",)
 
 
 def test_a_regression_outweighs_an_improvement_and_every_change_is_listed() -> None:
-    comparison = compare_case(completion(), completion(p_answer=0.9, logit_diff=1.0))
+    comparison = compare_case(completion_result(), completion_result(p_answer=0.9, logit_diff=1.0))
     assert comparison.status == "regressed"
     assert comparison.messages == (
         "improved: p(' Monday') 0.62 → 0.9 (tolerance 0.05)",
@@ -88,8 +55,10 @@ def test_a_regression_outweighs_an_improvement_and_every_change_is_listed() -> N
 
 
 def test_a_metric_no_longer_measured_is_a_regression_and_a_new_one_is_noted() -> None:
-    current = replace(completion(), metrics={"p_answer": float("nan"), "rank": 1.0, "logit_diff": 2.5, "margin": 1.0})
-    comparison = compare_case(completion(), current)
+    current = replace(
+        completion_result(), metrics={"p_answer": float("nan"), "rank": 1.0, "logit_diff": 2.5, "margin": 1.0}
+    )
+    comparison = compare_case(completion_result(), current)
     assert comparison.status == "regressed"
     assert comparison.messages == (
         "regressed: p(' Monday') 0.62 → missing (tolerance 0.05)",
@@ -98,8 +67,8 @@ def test_a_metric_no_longer_measured_is_a_regression_and_a_new_one_is_noted() ->
 
 
 def test_new_and_missing_cases_are_reported_not_passed() -> None:
-    new = compare_case(None, completion())
-    missing = compare_case(completion(), None)
+    new = compare_case(None, completion_result())
+    missing = compare_case(completion_result(), None)
     assert (new.status, missing.status) == ("new", "missing")
     assert new.messages == (f"new: not in the baseline; {HINT}",)
     assert missing.messages == (f"missing: in the baseline but not in this run; {HINT}",)
@@ -107,17 +76,17 @@ def test_new_and_missing_cases_are_reported_not_passed() -> None:
 
 
 def test_overrides_replace_defaults_per_metric() -> None:
-    loose = compare_case(completion(), completion(p_answer=0.41), tolerances={"p_answer": 0.3})
+    loose = compare_case(completion_result(), completion_result(p_answer=0.41), tolerances={"p_answer": 0.3})
     assert loose.status == "unchanged"
-    assert compare_case(completion(), completion(p_answer=0.41), accept_hint=None).messages == (
+    assert compare_case(completion_result(), completion_result(p_answer=0.41), accept_hint=None).messages == (
         "regressed: p(' Monday') 0.62 → 0.41 (tolerance 0.05)",
     )
 
 
 def test_compare_runs_takes_per_case_tolerances() -> None:
-    baseline = run(completion("sunday"), completion("friday"))
-    current = run(completion("sunday", p_answer=0.41), completion("friday", p_answer=0.41))
-    comparison = compare_runs(baseline, current, case_tolerances={f"{FILE}::successor::friday": {"p_answer": 0.3}})
+    baseline = run_results(completion_result("sunday"), completion_result("friday"))
+    current = run_results(completion_result("sunday", p_answer=0.41), completion_result("friday", p_answer=0.41))
+    comparison = compare_runs(baseline, current, case_tolerances={f"{CASE_FILE}::successor::friday": {"p_answer": 0.3}})
     assert [case.status for case in comparison.cases] == ["regressed", "unchanged"]
 
 
@@ -143,8 +112,12 @@ def test_parse_tolerance() -> None:
 
 
 def test_compare_runs_reports_every_kind_of_change() -> None:
-    baseline = run(completion("sunday"), completion("friday"), completion("gone"))
-    current = run(completion("sunday", p_answer=0.41), completion("friday", p_answer=0.8), completion("added"))
+    baseline = run_results(completion_result("sunday"), completion_result("friday"), completion_result("gone"))
+    current = run_results(
+        completion_result("sunday", p_answer=0.41),
+        completion_result("friday", p_answer=0.8),
+        completion_result("added"),
+    )
     comparison = compare_runs(baseline, current)
     assert {case.case_id.rsplit("::")[-1]: case.status for case in comparison.cases} == {
         "sunday": "regressed",
@@ -158,16 +131,17 @@ def test_compare_runs_reports_every_kind_of_change() -> None:
 
 
 def test_identical_runs_are_unchanged() -> None:
-    results = run(completion("sunday"), completion("friday"))
+    results = run_results(completion_result("sunday"), completion_result("friday"))
     comparison = compare_runs(results, results)
     assert not comparison.has_regressions
     assert summary_lines(comparison) == ["2 unchanged (2 cases)"]
 
 
 def test_a_baseline_of_another_model_is_not_compared_blindly() -> None:
-    baseline = run(completion())
+    baseline = run_results(completion_result())
     current = replace(
-        run(completion(p_answer=0.1), sha256="ef" * 32, name="gemma-3-270m"), environment={"torch": "2.14.0"}
+        run_results(completion_result(p_answer=0.1), sha256="ef" * 32, name="gemma-3-270m"),
+        environment={"torch": "2.14.0"},
     )
     comparison = compare_runs(baseline, current)
     (case,) = comparison.cases
@@ -188,47 +162,47 @@ def test_a_baseline_of_another_model_is_not_compared_blindly() -> None:
 
 
 def test_new_weights_under_the_same_name_are_compared_and_stated() -> None:
-    baseline = run(completion())
-    current = run(completion(p_answer=0.1), sha256="ef" * 32)
+    baseline = run_results(completion_result())
+    current = run_results(completion_result(p_answer=0.1), sha256="ef" * 32)
     comparison = compare_runs(baseline, current)
     assert comparison.cases[0].status == "regressed"
     assert summary_lines(comparison)[1] == "model settings differ: sha256: abababababab → efefefefefef"
 
 
 def test_dtype_and_device_changes_are_compared_and_stated() -> None:
-    baseline = run(completion())
-    current = replace(run(completion()), model={**baseline.model, "dtype": "float16"})
+    baseline = run_results(completion_result())
+    current = replace(run_results(completion_result()), model={**baseline.model, "dtype": "float16"})
     comparison = compare_runs(baseline, current)
     assert comparison.cases[0].status == "unchanged"
     assert summary_lines(comparison) == ["1 unchanged (1 case)", "model settings differ: dtype: float32 → float16"]
 
 
 def test_cases_of_a_changed_case_file_are_shown_but_not_judged() -> None:
-    baseline = run(completion())
-    current = run(completion(p_answer=0.1), case_file="ef" * 32)
+    baseline = run_results(completion_result())
+    current = run_results(completion_result(p_answer=0.1), case_file="ef" * 32)
     comparison = compare_runs(baseline, current)
     (case,) = comparison.cases
     assert case.status == "case_file_changed"
     assert not comparison.has_regressions
     assert case.messages == (
-        f"not compared: case file {FILE} changed since the baseline (sha256 cdcdcdcdcdcd → efefefefefef); {HINT}",
+        f"not compared: case file {CASE_FILE} changed since the baseline (sha256 cdcdcdcdcdcd → efefefefefef); {HINT}",
     )
     assert [change.verdict for change in case.metrics if change.metric == "p_answer"] == ["regressed"]
     assert summary_lines(comparison) == [
         "1 case file changed (1 case)",
-        f"case file changed, its cases not compared: {FILE}: cdcdcdcdcdcd → efefefefefef",
+        f"case file changed, its cases not compared: {CASE_FILE}: cdcdcdcdcdcd → efefefefefef",
     ]
 
 
 def test_compare_to_baseline_gives_a_single_case_the_verdict_compare_runs_gives() -> None:
-    baseline = run(completion(), completion("friday"))
-    current = run(completion(p_answer=0.41), completion("friday"))
+    baseline = run_results(completion_result(), completion_result("friday"))
+    current = run_results(completion_result(p_answer=0.41), completion_result("friday"))
     single = compare_to_baseline(baseline, current.cases[0], model=current.model, case_files=current.case_files)
     assert single == compare_runs(baseline, current).cases[0]
 
 
 def test_baseline_files_round_trip_and_bad_ones_say_how_to_fix(tmp_path: Path) -> None:
-    results = run(completion(), completion("friday"))
+    results = run_results(completion_result(), completion_result("friday"))
     path = tmp_path / "baseline.json"
     write_baseline(results, path)
     assert load_results(path) == results
@@ -255,13 +229,13 @@ metric_values = st.floats(min_value=-50, max_value=50, allow_nan=False)
 
 @given(p=metric_values, rank=metric_values, diff=metric_values)
 def test_a_case_against_itself_is_unchanged(p: float, rank: float, diff: float) -> None:
-    case = completion(p_answer=p, rank=rank, logit_diff=diff)
+    case = completion_result(p_answer=p, rank=rank, logit_diff=diff)
     assert compare_case(case, case).status == "unchanged"
 
 
 @given(before=metric_values, after=metric_values)
 def test_swapping_the_runs_swaps_regressed_and_improved(before: float, after: float) -> None:
-    forward = compare_case(completion(p_answer=before), completion(p_answer=after)).status
-    backward = compare_case(completion(p_answer=after), completion(p_answer=before)).status
+    forward = compare_case(completion_result(p_answer=before), completion_result(p_answer=after)).status
+    backward = compare_case(completion_result(p_answer=after), completion_result(p_answer=before)).status
     swap = {"regressed": "improved", "improved": "regressed", "unchanged": "unchanged"}
     assert backward == swap[forward]

@@ -11,40 +11,22 @@ import pytest
 
 from seqprobe.records.compare import compare_main
 from seqprobe.records.results import CaseResult, RunResults
-
-FILE = "cases/days.seqprobe.yaml"
-
-
-def completion(name: str, answer: str, p: float, rank: float, diff: float, outcome: str = "passed") -> CaseResult:
-    return CaseResult(
-        case_id=f"{FILE}::successor::{name}",
-        suite="successor",
-        kind="completion",
-        outcome=outcome,  # type: ignore[arg-type]
-        metrics={"p_answer": p, "rank": rank, "logit_diff": diff},
-        prompt=f"Today it is {name.capitalize()}, tomorrow it is",
-        answer=answer,
-        lower_is_better=("rank",),
-    )
+from tests.records._builders import CASE_FILE, completion_result, run_results
 
 
 def healthy() -> RunResults:
-    return RunResults(
-        model={"name": "smollm2-135m", "source": "hub", "sha256": "ab" * 32, "dtype": "float32", "device": "cpu"},
-        case_files={FILE: "cd" * 32},
-        cases=(
-            completion("sunday", " Monday", 0.62, 1.0, 2.5),
-            completion("monday", " Tuesday", 0.55, 1.0, 1.8),
-            completion("friday", " Saturday", 0.2, 2.0, 0.3, outcome="failed"),
-            CaseResult(
-                case_id=f"{FILE}::successor::sunday_patching",
-                suite="successor",
-                kind="patching",
-                outcome="passed",
-                metrics={"recovery": 0.83},
-            ),
+    return run_results(
+        completion_result("sunday", answer=" Monday", p_answer=0.62, rank=1.0, logit_diff=2.5),
+        completion_result("monday", answer=" Tuesday", p_answer=0.55, rank=1.0, logit_diff=1.8),
+        completion_result("friday", answer=" Saturday", p_answer=0.2, rank=2.0, logit_diff=0.3, outcome="failed"),
+        CaseResult(
+            case_id=f"{CASE_FILE}::successor::sunday_patching",
+            suite="successor",
+            kind="patching",
+            outcome="passed",
+            metrics={"recovery": 0.83},
         ),
-        environment={"torch": "2.13.0", "date": "2025-01-01T00:00:00+00:00", "command": "pytest cases/"},
+        command="pytest cases/",
     )
 
 
@@ -121,8 +103,8 @@ def test_the_damaged_model_exits_1_and_names_the_regressions(
     assert capsys.readouterr().out == (
         "2 regressed, 1 improved, 1 unchanged (4 cases)\n"
         "model settings differ: sha256: abababababab → efefefefefef\n"
-        f"{FILE}::successor::sunday_patching: regressed: recovery 0.83 → 0.3 (tolerance 0.1)\n"
-        f"{FILE}::successor::sunday: regressed: p(' Monday') 0.62 → 0.41 (tolerance 0.05); "
+        f"{CASE_FILE}::successor::sunday_patching: regressed: recovery 0.83 → 0.3 (tolerance 0.1)\n"
+        f"{CASE_FILE}::successor::sunday: regressed: p(' Monday') 0.62 → 0.41 (tolerance 0.05); "
         "regressed: rank(' Monday') 1 → 4 (tolerance 2)\n"
     )
 

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from seqprobe.errors import BaselineError
 from seqprobe.records import atomic
 from seqprobe.records.atomic import atomic_open, write_text_atomic
+from seqprobe.records.formatting import markdown_code, markdown_table, markdown_text
 from seqprobe.records.plots import (
     AttentionHead,
     AttentionSpec,
@@ -26,15 +27,8 @@ from seqprobe.records.plots import (
     figure_filename,
     render_figure,
 )
-from seqprobe.records.report import (
-    markdown_code,
-    markdown_table,
-    markdown_text,
-    render_report,
-    run_environment,
-    write_report,
-)
-from seqprobe.records.results import CaseResult, RunResults
+from seqprobe.records.report import render_report, write_report
+from seqprobe.records.results import CaseResult, RunResults, run_environment
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FILE = "cases/days.seqprobe.yaml"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from seqprobe.cases.base import Case, EntryContext, TemplateScope, common_fields
-from seqprobe.cases.validation import get_str, get_str_list
-from seqprobe.cases.yamlsource import SourceMap
+from seqprobe.casefiles.base import Case, EntryContext, TemplateScope, common_fields
+from seqprobe.casefiles.validation import get_str, get_str_list
+from seqprobe.casefiles.yamlsource import SourceMap
 
 __all__ = ["CompletionCase", "parse_completion"]
 

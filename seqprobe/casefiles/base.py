@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from seqprobe.cases.sequences import CyclicSequence, substitute
-from seqprobe.cases.validation import (
+from seqprobe.casefiles.sequences import CyclicSequence, substitute
+from seqprobe.casefiles.validation import (
     check_keys,
     check_placeholders,
     get_str,
@@ -25,7 +25,7 @@ from seqprobe.cases.validation import (
     require_map,
     suggest,
 )
-from seqprobe.cases.yamlsource import SourceList, SourceMap, line_of
+from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of
 from seqprobe.errors import CaseFileError
 from seqprobe.vocabulary.metrics import THRESHOLD_KINDS, TOLERANCE_METRICS
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from seqprobe.cases.casefile import is_case_file, load_case_file, parse_case_file
-from seqprobe.cases.completion import CompletionCase
+from seqprobe.casefiles.completion import CompletionCase
+from seqprobe.casefiles.reader import is_case_file, load_case_file, parse_case_file
 from seqprobe.errors import CaseFileError
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from seqprobe.cases import completion, families, patching
-from seqprobe.cases.base import Case, EntryContext, TemplateScope
-from seqprobe.cases.yamlsource import SourceMap
+from seqprobe.casefiles import completion, families, patching
+from seqprobe.casefiles.base import Case, EntryContext, TemplateScope
+from seqprobe.casefiles.yamlsource import SourceMap
 
 __all__ = ["CASE_KINDS", "COMMON_ENTRY_KEYS", "CaseKind", "KindParser"]
 

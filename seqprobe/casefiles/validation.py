@@ -11,8 +11,8 @@ import difflib
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from seqprobe.cases.sequences import FILTERS, CyclicSequence, find_placeholders
-from seqprobe.cases.yamlsource import SourceMap, line_of
+from seqprobe.casefiles.sequences import FILTERS, CyclicSequence, find_placeholders
+from seqprobe.casefiles.yamlsource import SourceMap, line_of
 from seqprobe.errors import CaseFileError
 
 __all__ = [

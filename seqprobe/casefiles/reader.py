@@ -1,7 +1,7 @@
 """Case files: the YAML format people write by hand, parsed into frozen, validated cases.
 
 A case file holds named suites; each suite holds cases of one of the kinds in
-`seqprobe.cases.kinds`. The whole file is validated when it is loaded, so a mistake becomes that
+`seqprobe.casefiles.kinds`. The whole file is validated when it is loaded, so a mistake becomes that
 file's collection error with its line number, never a crash mid-run. Checks that need the model's
 tokenizer (one-token answers, prompt length) run when the model is loaded (`seqprobe.engine.scoring`).
 """
@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from seqprobe.cases.base import (
+from seqprobe.casefiles.base import (
     LEVEL_KEYS,
     Case,
     EntryContext,
@@ -25,10 +25,10 @@ from seqprobe.cases.base import (
     check_known_failure_cases,
     expand_scopes,
 )
-from seqprobe.cases.kinds import CASE_KINDS, COMMON_ENTRY_KEYS
-from seqprobe.cases.sequences import BUILTIN_SEQUENCES, CyclicSequence
-from seqprobe.cases.validation import check_keys, describe, require_map, suggest
-from seqprobe.cases.yamlsource import SourceList, SourceMap, line_of, load_yaml
+from seqprobe.casefiles.kinds import CASE_KINDS, COMMON_ENTRY_KEYS
+from seqprobe.casefiles.sequences import BUILTIN_SEQUENCES, CyclicSequence
+from seqprobe.casefiles.validation import check_keys, describe, require_map, suggest
+from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of, load_yaml
 from seqprobe.errors import CaseFileError
 
 __all__ = ["CASE_FILE_GLOB", "CaseFile", "Suite", "is_case_file", "load_case_file", "parse_case_file"]

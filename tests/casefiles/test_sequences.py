@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from seqprobe.cases.casefile import parse_case_file
-from seqprobe.cases.sequences import BUILTIN_SEQUENCES, CyclicSequence, find_placeholders, substitute
+from seqprobe.casefiles.reader import parse_case_file
+from seqprobe.casefiles.sequences import BUILTIN_SEQUENCES, CyclicSequence, find_placeholders, substitute
 
 sequences = st.sampled_from(sorted(BUILTIN_SEQUENCES.values(), key=lambda s: s.name))
 offsets = st.integers(min_value=-50, max_value=50)

@@ -21,9 +21,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from seqprobe.cases.base import Case, EntryContext, TemplateScope, common_fields
-from seqprobe.cases.validation import check_keys, get_number, get_str, lookup_sequence, require_map
-from seqprobe.cases.yamlsource import SourceList, SourceMap, line_of
+from seqprobe.casefiles.base import Case, EntryContext, TemplateScope, common_fields
+from seqprobe.casefiles.validation import check_keys, get_number, get_str, lookup_sequence, require_map
+from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of
 from seqprobe.errors import CaseFileError
 from seqprobe.vocabulary.heads import LayerSpec, format_head, parse_head
 from seqprobe.vocabulary.sites import METHODS, POSITION_NAMES, POSITION_SITES, SITES
@@ -230,7 +230,7 @@ def _parse_attribution(ctx: EntryContext, node: SourceMap, *, where: str) -> Att
     if "head" in node:
         (head,) = _heads(ctx, node, "head", where=where)
         return AttributionClaim(
-            text=f"direct attribution of L{head[0]}H{head[1]} ≥ {threshold:g}", min_logit_diff=threshold, head=head
+            text=f"direct attribution of {format_head(*head)} ≥ {threshold:g}", min_logit_diff=threshold, head=head
         )
     component = get_str(ctx.path, node, "component", where=where)
     return AttributionClaim(

@@ -1,0 +1,328 @@
+"""Running family, invariance and direction checks: every variant scored in batches, then the pass rate.
+
+Each variant of a check (`seqprobe.casefiles.sampling`) is rendered into its prompts and scored
+through `seqprobe.engine.scoring`, the variants of every check of one kind together, a few
+forward passes for hundreds of prompts:
+
+- family: the variant's prompt completed by its answer, held to the completion bars
+  (`max_rank`, `min_prob`, `min_logit_diff`); its value is the answer's rank.
+- invariance: the original prompt runs first for its top prediction; the variant passes when
+  that token is still the top one after the perturbed prompt; its value is that token's rank.
+- direction: both prompts scored with `to` as the answer and `from` as the distractor;
+  margin = [logit(to) − logit(from)] after perturbing − the same before, which must reach `min_margin`.
+
+A check's pass rate is the share of its variants that pass; below `min_pass_rate` the check fails,
+and `seqprobe.checks.falsify` finds the smallest failing variant to show as the falsifying example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from seqprobe.casefiles.families import VARIANT_BARS, DirectionCase, FamilyCase, InvarianceCase, PairCheck, VariantCheck
+from seqprobe.casefiles.sampling import Variant
+from seqprobe.checks.falsify import explain, falsify, smallest_json
+from seqprobe.checks.outcome import CheckOutcome, cases_of, guarded, prepare_each
+from seqprobe.engine.scoring import (
+    DEFAULT_BATCH_SIZE,
+    PreparedPrompt,
+    TokenScore,
+    check_expectations,
+    final_logits,
+    prepare_prompt,
+    prompt_token_ids,
+    score_completions,
+)
+
+if TYPE_CHECKING:
+    from jaxtyping import Float
+    from torch import Tensor
+    from transformer_lens.model_bridge import TransformerBridge
+
+    from seqprobe.casefiles.base import Case
+    from seqprobe.engine.scoring import Completion
+    from seqprobe.loading.models import LoadedModel
+
+__all__ = ["VariantResult", "measure_variants", "run_variant_checks"]
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """How one variant fared."""
+
+    variant: Variant
+    # The prompt a reader recognises the variant by (the perturbed one, for a pair).
+    prompt: str
+    passed: bool
+    # Why it failed; empty when it passed.
+    failures: tuple[str, ...]
+    # family: the answer's rank; invariance: the rank, after perturbing, of the original top
+    # prediction; direction: the margin.
+    value: float
+    # (heading, completion) pairs the falsifying example shows as top-k tables.
+    completions: tuple[tuple[str, Completion], ...]
+    # A line before the tables: the original prediction, or the margin's arithmetic.
+    note: str = ""
+
+
+def measure_variants(
+    bridge: TransformerBridge,
+    model_name: str,
+    runs: Sequence[tuple[VariantCheck, Sequence[Variant]]],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> list[list[VariantResult]]:
+    """Each check's variants' results; the checks of one kind share one batched scoring pass.
+
+    Raises TokenizationError (naming the case and the variant) when a variant cannot be scored.
+    """
+    return _score(
+        bridge,
+        model_name,
+        [(case, variants, _prepare_all(bridge, case, variants)) for case, variants in runs],
+        batch_size=batch_size,
+    )
+
+
+def _prepare_all(bridge: TransformerBridge, case: VariantCheck, variants: Sequence[Variant]) -> list[Any]:
+    return [_prepare(bridge, case, variant) for variant in variants]
+
+
+def _prepare(bridge: TransformerBridge, case: VariantCheck, variant: Variant) -> Any:
+    """Tokenize one variant's prompts, answers and distractors."""
+
+    def render(template: str) -> str:
+        return case.space.render(template, variant)
+
+    def where(prompt: str) -> str:
+        return f"{case.location} case {case.name!r}, variant {prompt!r}"
+
+    if isinstance(case, FamilyCase):
+        prompt = render(case.prompt)
+        return prepare_prompt(
+            bridge, prompt, render(case.answer), [render(d) for d in case.distractors], where=where(prompt)
+        )
+    assert isinstance(case, PairCheck)
+    prompts = (render(case.prompt), render(case.perturbed))
+    if isinstance(case, DirectionCase):
+        source, target = render(case.source), render(case.target)
+        return tuple(prepare_prompt(bridge, prompt, target, [source], where=where(prompt)) for prompt in prompts)
+    # Invariance: what the perturbed prompt is scored against is the original's top prediction,
+    # known only once the original has run.
+    return tuple((prompt, tuple(prompt_token_ids(bridge, prompt, where=where(prompt)))) for prompt in prompts)
+
+
+def _score(
+    bridge: TransformerBridge,
+    model_name: str,
+    runs: Sequence[tuple[VariantCheck, Sequence[Variant], Sequence[Any]]],
+    *,
+    batch_size: int,
+) -> list[list[VariantResult]]:
+    """Each run's results, in its variants' order; one batched pass per kind across all runs."""
+    results: list[list[VariantResult]] = [[] for _ in runs]
+    for kind, score in _SCORERS.items():
+        picked = [
+            (index, case, variant, request)
+            for index, (case, variants, requests) in enumerate(runs)
+            if isinstance(case, kind)
+            for variant, request in zip(variants, requests, strict=True)
+        ]
+        if picked:
+            scored = score(
+                bridge, model_name, [(case, variant, request) for _, case, variant, request in picked], batch_size
+            )
+            for (index, *_), result in zip(picked, scored, strict=True):
+                results[index].append(result)
+    return results
+
+
+def _score_families(
+    bridge: TransformerBridge, model_name: str, items: Sequence[tuple[Any, Variant, PreparedPrompt]], batch_size: int
+) -> list[VariantResult]:
+    completions = score_completions(bridge, [prepared for _, _, prepared in items], batch_size=batch_size)
+    results = []
+    for (case, variant, _), completion in zip(items, completions, strict=True):
+        bars = {bar: value for bar, value in case.expect_for(model_name).items() if bar in VARIANT_BARS}
+        failures = tuple(check_expectations(completion, bars))
+        results.append(
+            VariantResult(
+                variant=variant,
+                prompt=completion.prompt,
+                passed=not failures,
+                failures=failures,
+                value=float(completion.rank),
+                completions=(("", completion),),
+            )
+        )
+    return results
+
+
+def _score_invariances(
+    bridge: TransformerBridge, model_name: str, items: Sequence[tuple[Any, Variant, Any]], batch_size: int
+) -> list[VariantResult]:
+    """Originals first, for their top predictions; then each perturbed prompt, scored against its original's."""
+    originals = [original for _, _, (original, _) in items]
+    predictions = _top_predictions(bridge, final_logits(bridge, [ids for _, ids in originals], batch_size=batch_size))
+    prepared = [
+        PreparedPrompt(
+            prompt=text, token_ids=ids, answer=top.token, answer_id=top.token_id, distractors=(), distractor_ids=()
+        )
+        for (_, _, (_, (text, ids))), top in zip(items, predictions, strict=True)
+    ]
+    completions = score_completions(bridge, prepared, batch_size=batch_size)
+    results = []
+    for (_, variant, _), (original, _), top, completion in zip(items, originals, predictions, completions, strict=True):
+        passed = completion.rank == 1
+        changed = () if passed else (f"top prediction changed from {top.token!r} to {completion.top_k[0].token!r}",)
+        results.append(
+            VariantResult(
+                variant=variant,
+                prompt=completion.prompt,
+                passed=passed,
+                failures=changed,
+                value=float(completion.rank),
+                completions=(("Perturbed prompt, scored against the original's top prediction:", completion),),
+                note=f"Original prompt {original!r} predicts {top.token!r} (logit {top.logit:.2f}, prob {top.prob:.2%})",
+            )
+        )
+    return results
+
+
+def _top_predictions(bridge: TransformerBridge, logits: Float[Tensor, "prompt d_vocab"]) -> list[TokenScore]:
+    probs = logits.softmax(dim=-1)
+    top = logits.argmax(dim=-1)  # [prompt]
+    return [
+        TokenScore(bridge.to_string([int(token)]), int(token), float(logits[row, token]), float(probs[row, token]))
+        for row, token in enumerate(top)
+    ]
+
+
+def _score_directions(
+    bridge: TransformerBridge, model_name: str, items: Sequence[tuple[Any, Variant, Any]], batch_size: int
+) -> list[VariantResult]:
+    """Both prompts scored with `to` as the answer and `from` as the distractor; the margin is the change."""
+    completions = score_completions(
+        bridge, [prepared for _, _, pair in items for prepared in pair], batch_size=batch_size
+    )
+    results = []
+    for index, (case, variant, _) in enumerate(items):
+        before, after = completions[2 * index], completions[2 * index + 1]
+        source = before.distractors[0].token
+        gap_before, gap_after = before.logit_diffs[source], after.logit_diffs[source]
+        margin = gap_after - gap_before
+        bar = case.expect_for(model_name)["min_margin"]
+        gap = f"logit({after.answer.token!r}) − logit({source!r})"
+        passed = margin >= bar
+        short = f"margin {margin:+.2f} < min_margin {bar:g}: {gap} went from {gap_before:+.2f} to {gap_after:+.2f}"
+        results.append(
+            VariantResult(
+                variant=variant,
+                prompt=after.prompt,
+                passed=passed,
+                failures=() if passed else (short,),
+                value=margin,
+                completions=(("Original prompt:", before), ("Perturbed prompt:", after)),
+                note=f"margin = {gap} after − before = ({gap_after:+.2f}) − ({gap_before:+.2f}) = {margin:+.2f}",
+            )
+        )
+    return results
+
+
+_SCORERS = {FamilyCase: _score_families, InvarianceCase: _score_invariances, DirectionCase: _score_directions}
+
+
+def run_variant_checks(
+    model: LoadedModel,
+    model_name: str,
+    cases: Sequence[Case],
+    *,
+    detail: bool = False,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> dict[str, CheckOutcome]:
+    """Run family, invariance and direction cases: one batched pass, then shrink what fails.
+
+    A `seqprobe.checks.outcome.Runner`; these checks have no figures, so `detail` changes nothing.
+    """
+    bridge = model.bridge
+
+    def prepare(case: VariantCheck) -> tuple[list[Variant], list[Any]]:
+        variants = case.variants_to_run()
+        return variants, _prepare_all(bridge, case, variants)
+
+    outcomes, ready = prepare_each(cases_of(cases, VariantCheck), prepare, headline=_headline)
+    runs = [(case, variants, requests) for case, (variants, requests) in ready]
+    for (case, _, _), results in zip(runs, _score(bridge, model_name, runs, batch_size=batch_size), strict=True):
+        prompt, answer = _headline(case)
+        # Guarded too: a variant tried while shrinking may not suit the model.
+        outcomes[case.case_id] = guarded(
+            partial(_outcome, bridge, model_name, case, results, batch_size=batch_size), prompt=prompt, answer=answer
+        )
+    return outcomes
+
+
+def _outcome(
+    bridge: TransformerBridge, model_name: str, case: VariantCheck, results: Sequence[VariantResult], *, batch_size: int
+) -> CheckOutcome:
+    bar = case.expect_for(model_name)["min_pass_rate"]
+    rate = sum(result.passed for result in results) / len(results)
+    failing = sorted((result for result in results if not result.passed), key=_simplicity)
+    metrics = {"pass_rate": rate}
+    if isinstance(case, DirectionCase):
+        metrics["margin"] = sum(result.value for result in results) / len(results)
+    details: dict[str, Any] = {
+        "variants_total": len(case.space),
+        "variants_run": len(results),
+        "sampled": case.sampled,
+        "seed": case.seed,
+        "failing_variants": [result.prompt for result in failing],
+    }
+    failures: list[str] = []
+    explanation = ""
+    if rate < bar:
+        failures.append(
+            f"pass rate {rate:.3f} ({len(results) - len(failing)} of {len(results)} variants) < min_pass_rate {bar:g} "
+            f"(short by {bar - rate:.3f})"
+        )
+        smallest, tried = falsify(
+            case,
+            results,
+            measure=lambda variants: measure_variants(bridge, model_name, [(case, variants)], batch_size=batch_size)[0],
+            batch_size=batch_size,
+        )
+        if smallest is not None:
+            failures.append(f"smallest failing variant {smallest.prompt!r}: {'; '.join(smallest.failures)}")
+            details["smallest_failing"] = smallest_json(case, smallest, tried=tried)
+        explanation = explain(
+            case, rate=rate, bar=bar, results=results, failing=failing, smallest=smallest, tried=tried
+        )
+    prompt, answer = _headline(case)
+    return CheckOutcome(
+        metrics=metrics,
+        failures=tuple(failures),
+        explanation=explanation,
+        details=details,
+        prompt=prompt,
+        answer=answer,
+    )
+
+
+def _simplicity(result: VariantResult) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
+    """Fewest alternatives away from the first, then shortest, then first in the file's order."""
+    variant = result.variant
+    return variant.distance, len(result.prompt), variant.elements, variant.choices
+
+
+def _headline(case: VariantCheck) -> tuple[str, str]:
+    """The prompt and answer a report shows for the whole check: templates with `over` variables left in."""
+    prompt = case.space.outline(case.prompt)
+    if isinstance(case, PairCheck):
+        prompt = f"{prompt} → {case.space.outline(case.perturbed)}"
+    if isinstance(case, FamilyCase):
+        return prompt, case.space.outline(case.answer)
+    if isinstance(case, DirectionCase):
+        return prompt, case.space.outline(case.target)
+    return prompt, ""

@@ -1,0 +1,134 @@
+"""The pictures of a patching case's report: what is drawn from its evidence, and how it is labelled.
+
+Each picture answers one question of the study, on the same metric as the claims:
+
+- one heatmap per patching site: where the clean−corrupted difference lives (recovery by layer and
+  position, or by layer and head);
+- the logit lens: from which layer the residual stream already names the answer over the distractor;
+- direct logit attribution by component and by head: who writes the final logit difference;
+- z against v and against pattern patching, per head: whether a head moves what it reads (near
+  y = x) or changes where it looks;
+- the attention patterns of the heads whose output recovers most.
+
+Figures are specifications (seqprobe.records.plots), drawn to PNG when the report is written.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jaxtyping import Float
+from torch import Tensor
+
+from seqprobe.engine.patching import head_columns
+from seqprobe.records.plots import AttentionHead, AttentionSpec, HeatmapSpec, LineSpec, ScatterSpec
+from seqprobe.vocabulary.heads import format_head, format_layer
+from seqprobe.vocabulary.sites import POSITION_SITES
+
+if TYPE_CHECKING:
+    from seqprobe.checks.patching import Evidence
+
+__all__ = ["TOP_HEADS_SHOWN", "figures"]
+
+# Attention patterns drawn: the heads whose z patching recovers most; more than a few no longer fit a page.
+TOP_HEADS_SHOWN = 3
+
+
+def figures(evidence: Evidence, *, n_pairs: int) -> list[dict[str, Any]]:
+    """The study's pictures as JSON specs; needs evidence gathered with `everything=True`."""
+    sweeps, runs = evidence.sweeps, evidence.runs
+    assert evidence.lens is not None and evidence.attribution is not None
+    specs: list[Any] = []
+    for site, sweep in sweeps.items():
+        position = site in POSITION_SITES
+        specs.append(
+            HeatmapSpec(
+                name=site,
+                title=f"{site} patching: recovery by layer and {'position' if position else 'head'} ({n_pairs} pairs)",
+                values=_rows(sweep.recovery),
+                row_labels=_layers(sweep.recovery.shape[0]),
+                col_labels=sweep.labels,
+                x_label="Position" if position else "Head",
+                y_label="Layer",
+                colorbar_label="recovery",
+            )
+        )
+    lens = evidence.lens.logit_diff
+    specs.append(
+        LineSpec(
+            name="logit_lens",
+            title="Logit lens: logit(answer) − logit(distractor) from the residual stream",
+            x_labels=(*_layers(len(lens) - 1), "final"),
+            values=tuple(float(v) for v in lens),
+            x_label="Residual stream entering layer",
+            y_label="logit difference",
+        )
+    )
+    attribution = evidence.attribution
+    specs.append(
+        LineSpec(
+            name="dla_components",
+            title="Direct logit attribution by component",
+            x_labels=attribution.labels,
+            values=tuple(float(v) for v in attribution.by_component),
+            x_label="Component",
+            y_label="logit difference",
+        )
+    )
+    specs.append(
+        HeatmapSpec(
+            name="dla_heads",
+            title="Direct logit attribution by head",
+            values=_rows(attribution.by_head),
+            row_labels=_layers(attribution.by_head.shape[0]),
+            col_labels=head_columns(attribution.by_head.shape[1]),
+            x_label="Head",
+            y_label="Layer",
+            colorbar_label="logit difference",
+        )
+    )
+    z = sweeps["z"].recovery
+    head_labels = tuple(format_head(layer, head) for layer in range(z.shape[0]) for head in range(z.shape[1]))
+    for other, meaning in (("v", "value"), ("pattern", "attention pattern")):
+        specs.append(
+            ScatterSpec(
+                name=f"z_vs_{other}",
+                title=f"Head output vs {meaning} patching (near y = x: the head moves the information it reads)",
+                x=tuple(float(v) for v in _per_query_head(sweeps[other].recovery, z.shape[1]).flatten()),
+                y=tuple(float(v) for v in z.flatten()),
+                point_labels=head_labels,
+                x_label=f"{other} patching recovery",
+                y_label="head output (z) patching recovery",
+            )
+        )
+    top = z.flatten().argsort(descending=True)[:TOP_HEADS_SHOWN]
+    tokens = tuple(runs.bridge.to_str_tokens(runs.pairs[0].clean))
+    specs.append(
+        AttentionSpec(
+            name="top_heads",
+            title=f"Attention patterns of the top {TOP_HEADS_SHOWN} heads by z recovery (first clean prompt)",
+            heads=tuple(
+                AttentionHead(
+                    label=head_labels[int(i)],
+                    pattern=_rows(runs.clean["pattern", int(i) // z.shape[1]][0, int(i) % z.shape[1]]),
+                )
+                for i in top
+            ),
+            tokens=tokens,
+        )
+    )
+    return [spec.to_json() for spec in specs]
+
+
+def _layers(n_layers: int) -> tuple[str, ...]:
+    return tuple(format_layer(layer) for layer in range(n_layers))
+
+
+def _per_query_head(grid: Float[Tensor, "layer column"], n_heads: int) -> Float[Tensor, "layer head"]:
+    """A key/value-head grid spread to query heads (each reads its group's values), for scatters."""
+    group = n_heads // grid.shape[1]
+    return grid.repeat_interleave(group, dim=1)  # [layer n_heads]
+
+
+def _rows(grid: Float[Tensor, "row column"]) -> tuple[tuple[float, ...], ...]:
+    return tuple(tuple(float(v) for v in row) for row in grid.detach().float().cpu())

@@ -1,0 +1,346 @@
+"""Patched runs resumed from a cached run: the engine under `seqprobe.engine.patching`.
+
+A patched run is the *target* run (the corrupted prompt) with some activations replaced by their
+values in the *source* run (the clean prompt). Both runs are cached once (`ResumableForward.run`);
+every patched run is then computed from the target's cache instead of from the tokens, and each
+lever below keeps the result exact:
+
+- A patched run is resumed at the patched sublayer from the target's cached residual stream;
+  nothing before it is recomputed.
+- Source and target prompts agree up to their first differing token, so every activation before
+  it is the same in both runs: patching there is a no-op whose value is the target's metric.
+- Under causal attention a patch at position p changes nothing before p: only positions p.. are
+  computed, attending to keys and values of the earlier positions from the target's cache. In the
+  last block only the final position's query, attention and MLP run.
+- Many patch configurations go through the model stacked in one batch, layer by layer, joining
+  the batch at the sublayer where their patch applies.
+- The metric reads two rows of the unembedding (answer and distractor), not the whole vocabulary.
+
+Two kinds of patched run: `patched_metric_grid` patches one activation at a time, every cell of a
+site's grid stacked in one resumed batch; `patched_heads_metric` patches several heads at once in
+one resumed run, where a later head reads the stream the earlier patched heads changed.
+
+Memory: only the activations a site needs are cached (`needed_activations`, transformer_lens's
+`names_filter`), and the stacked batch peaks at configurations × pairs × patched positions rows of
+the MLP's width — for the study's "z" sweep on SmolLM2, 270 × 4 × 5 rows of 1536 floats.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from seqprobe.engine.forward import ResumableForward, Run
+from seqprobe.engine.metric import logit_diff, run_metric
+from seqprobe.errors import PatchingError
+from seqprobe.vocabulary.heads import format_head
+from seqprobe.vocabulary.sites import HEAD_SITES, POSITION_SITES, SITES
+
+__all__ = [
+    "check_sites",
+    "first_difference",
+    "needed_activations",
+    "patched_heads_metric",
+    "patched_metric_grid",
+]
+
+# The cached activations each site's patches are built from: (from the source run, from the target run).
+_NEEDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "resid_pre": (frozenset({"resid_pre"}), frozenset({"resid_pre", "k", "v"})),
+    "attn_out": (frozenset({"attn_out"}), frozenset({"resid_pre", "resid_mid", "k", "v"})),
+    "mlp_out": (frozenset({"mlp_out"}), frozenset({"resid_pre", "resid_mid", "k", "v"})),
+    "z": (frozenset({"z"}), frozenset({"resid_pre", "z", "k", "v"})),
+    "v": (frozenset({"v"}), frozenset({"resid_pre", "z", "pattern", "k", "v"})),
+    "pattern": (frozenset({"pattern"}), frozenset({"resid_pre", "z", "k", "v"})),
+}
+
+
+def needed_activations(sites: Collection[str], *, role: Literal["source", "target"]) -> frozenset[str]:
+    """What a run must keep to be the source (or target) of patches at `sites`, one at a time or together."""
+    side = 0 if role == "source" else 1
+    return frozenset().union(*(_NEEDS[site][side] for site in sites))
+
+
+def check_sites(sites: Collection[str]) -> None:
+    unknown = [site for site in sites if site not in SITES]
+    if unknown:
+        raise PatchingError(f"unknown patching site(s) {unknown}; choose from {SITES}")
+
+
+def first_difference(source: Int[Tensor, "pair pos"], target: Int[Tensor, "pair pos"]) -> int:
+    """The first position where any pair's two prompts differ; their length if none does."""
+    differs = (source != target).any(dim=0).nonzero()
+    return int(differs[0]) if len(differs) else source.shape[1]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """Patch configurations that join the batched run at one sublayer, computing positions `start`.. ."""
+
+    # 2*layer: the attention sublayer of `layer`; 2*layer+1: its MLP; 2*n_layers: the final norm.
+    stage: int
+    start: int
+    # The residual stream entering `stage` at positions start.., one row per configuration.
+    resid: Float[Tensor, "config pair pos d_model"]
+    # Where each configuration's metric goes in the flattened [layer column] grid.
+    cells: Int[Tensor, " config"]
+
+
+@dataclass(frozen=True)
+class _HeadPatch:
+    """Heads whose `site` activation comes from `source` wherever the resumed run computes their layer."""
+
+    site: str
+    # layer -> its patched heads (key/value heads for "v").
+    heads: Mapping[int, tuple[int, ...]]
+    source: Run
+
+
+def patched_metric_grid(
+    forward: ResumableForward, *, source: Run, target: Run, site: str, token_ids: Int[Tensor, "pair 2"]
+) -> Float[Tensor, "layer column"]:
+    """The metric of `target`'s run with each activation of `site` in turn taken from `source`'s run.
+
+    `source` and `target` must hold the activations `needed_activations` lists. Patching the clean
+    run into the corrupted one gives transformer_lens's grid; patching a run into itself gives its
+    own metric everywhere.
+    """
+    check_sites([site])
+    n_layers, n_pos = forward.n_layers, target.tokens.shape[1]
+    start = first_difference(source.tokens, target.tokens)
+    n_columns = n_pos if site in POSITION_SITES else _n_head_columns(forward, site)
+    grid = run_metric(forward, target, token_ids).expand(n_layers * n_columns).clone()
+    if start < n_pos:
+        build = _position_entries if site in POSITION_SITES else _head_entries
+        entries = build(forward, source, target, start, site)
+        cells = torch.cat([entry.cells for entry in entries])
+        grid[cells.to(grid.device)] = _resume(forward, target, entries, token_ids)
+    return grid.view(n_layers, n_columns)
+
+
+def patched_heads_metric(
+    forward: ResumableForward,
+    *,
+    source: Run,
+    target: Run,
+    site: str,
+    heads: Collection[tuple[int, int]],
+    token_ids: Int[Tensor, "pair 2"],
+) -> Float[Tensor, ""]:
+    """The metric of `target`'s run with every (layer, head) of `heads` at `site` taken from `source`, at once.
+
+    Not the sum of single-head effects: a head in a later layer reads the stream the earlier patched
+    heads changed, as in one run with every hook on (transformer_lens's `run_with_hooks`). For "v"
+    the heads are key/value heads, the columns of the "v" grid. The run resumes at the attention
+    sublayer of the first patched layer; the runs must hold what `needed_activations` lists.
+    """
+    if site not in HEAD_SITES:
+        raise PatchingError(f"heads are patched at {', '.join(HEAD_SITES[:-1])} or {HEAD_SITES[-1]}, not {site!r}")
+    by_layer = _heads_by_layer(forward, site, heads)
+    start = first_difference(source.tokens, target.tokens)
+    if start == target.tokens.shape[1] or not by_layer:
+        return run_metric(forward, target, token_ids)
+    first = min(by_layer)
+    entry = _Entry(
+        stage=2 * first,
+        start=start,
+        resid=target["resid_pre", first][None, :, start:],
+        cells=torch.zeros(1, dtype=torch.long),
+    )
+    return _resume(forward, target, [entry], token_ids, patch=_HeadPatch(site=site, heads=by_layer, source=source))[0]
+
+
+def _n_head_columns(forward: ResumableForward, site: str) -> int:
+    return forward.n_kv_heads if site == "v" else forward.n_heads
+
+
+def _heads_by_layer(
+    forward: ResumableForward, site: str, heads: Collection[tuple[int, int]]
+) -> dict[int, tuple[int, ...]]:
+    """layer -> its heads, each once, in order; PatchingError naming every head the model lacks."""
+    n_columns = _n_head_columns(forward, site)
+    key_value = site == "v" and n_columns != forward.n_heads
+    outside = [(layer, head) for layer, head in heads if not (0 <= layer < forward.n_layers and 0 <= head < n_columns)]
+    if outside:
+        names = ", ".join(format_head(layer, head, key_value=key_value) for layer, head in outside)
+        raise PatchingError(
+            f"{site}: the model has no {names}: it has layers 0..{forward.n_layers - 1} and "
+            f"{n_columns} {'key/value heads' if key_value else 'heads'} (0..{n_columns - 1}) per layer"
+        )
+    by_layer: dict[int, set[int]] = {}
+    for layer, head in heads:
+        by_layer.setdefault(layer, set()).add(head)
+    return {layer: tuple(sorted(by_layer[layer])) for layer in sorted(by_layer)}
+
+
+def _position_entries(forward: ResumableForward, source: Run, target: Run, start: int, site: str) -> list[_Entry]:
+    """One configuration per (layer, position) from `start` on; earlier positions are no-ops."""
+    n_layers, n_pos = forward.n_layers, target.tokens.shape[1]
+    entries = []
+    for layer in range(n_layers):
+        for pos in range(start, n_pos):
+            if site == "resid_pre":
+                stage, resid = 2 * layer, target["resid_pre", layer][:, pos:].clone()
+                resid[:, 0] = source["resid_pre", layer][:, pos]
+            elif site == "attn_out":
+                stage, resid = 2 * layer + 1, target["resid_mid", layer][:, pos:].clone()
+                resid[:, 0] = target["resid_pre", layer][:, pos] + source["attn_out", layer][:, pos]
+            else:
+                after = target["resid_pre", layer + 1] if layer + 1 < n_layers else target.resid_final
+                stage, resid = 2 * layer + 2, after[:, pos:].clone()
+                resid[:, 0] = target["resid_mid", layer][:, pos] + source["mlp_out", layer][:, pos]
+            cells = torch.tensor([layer * n_pos + pos])
+            entries.append(_Entry(stage=stage, start=pos, resid=resid[None], cells=cells))
+    return entries
+
+
+def _head_entries(forward: ResumableForward, source: Run, target: Run, start: int, site: str) -> list[_Entry]:
+    """One configuration per (layer, head); each changes the heads' outputs z at positions start.. ."""
+    n_columns = _n_head_columns(forward, site)
+    entries = []
+    for layer in range(forward.n_layers):
+        z_target = target["z", layer][:, start:]  # [pair pos head d_head]
+        z = z_target.expand(n_columns, *z_target.shape).clone()  # [config pair pos head d_head]
+        # The target's own attention at this layer, for the queries the patch can change.
+        pattern = target["pattern", layer][:, :, start:] if site == "v" else None  # [pair head pos k_pos]
+        values = target["v", layer]  # [pair kv_head k_pos d_head]
+        for column in range(n_columns):
+            _patch_heads(
+                forward, site, (column,), source=source, layer=layer, q_start=start, pattern=pattern, values=values,
+                z=z[column],
+            )  # fmt: skip
+        resid = target["resid_pre", layer][:, start:] + forward.attention_output(layer, z)
+        cells = torch.arange(n_columns) + layer * n_columns
+        entries.append(_Entry(stage=2 * layer + 1, start=start, resid=resid, cells=cells))
+    return entries
+
+
+def _patch_heads(
+    forward: ResumableForward,
+    site: str,
+    heads: Sequence[int],
+    *,
+    source: Run,
+    layer: int,
+    q_start: int,
+    pattern: Float[Tensor, "*config pair head q_pos k_pos"] | None,
+    values: Float[Tensor, "*config pair kv_head k_pos d_head"],
+    z: Float[Tensor, "*config pair q_pos head d_head"],
+) -> None:
+    """Write into `z`, in place, the outputs `heads` have with their `site` activation from `source`.
+
+    `pattern` (needed for "v" only) and `values` are the patched run's own at `layer`, for queries
+    q_start.. and every key. A patched value vector feeds every query head of its group; a patched
+    pattern mixes the run's own values; a patched z is the source's output itself.
+    """
+    group = forward.n_heads // forward.n_kv_heads
+    for head in heads:
+        if site == "z":
+            z[..., head, :] = source["z", layer][:, q_start:, head]
+        elif site == "v":
+            assert pattern is not None
+            reading = slice(head * group, (head + 1) * group)  # the query heads of key/value head `head`
+            mixed = pattern[..., reading, :, :] @ source["v", layer][:, head, None]  # [*config pair group q d_head]
+            z[..., reading, :] = mixed.transpose(-3, -2)
+        else:
+            z[..., head, :] = source["pattern", layer][:, head, q_start:] @ values[..., head // group, :, :]
+
+
+def _resume(
+    forward: ResumableForward,
+    target: Run,
+    entries: Sequence[_Entry],
+    token_ids: Int[Tensor, "pair 2"],
+    *,
+    patch: _HeadPatch | None = None,
+) -> Float[Tensor, " cell"]:
+    """Run every entry from its stage to the logits, stacked; one metric per configuration, in entry order.
+
+    With `patch`, its heads are patched in every configuration wherever their layer's attention runs.
+    """
+    n_layers = forward.n_layers
+    # start -> the configurations in flight that compute positions start.. : [config pair pos d_model]
+    active: dict[int, Tensor] = {}
+    order: dict[int, list[int]] = {}  # start -> their indices in the concatenated entry order
+    offsets = torch.tensor([0] + [e.resid.shape[0] for e in entries]).cumsum(0).tolist()
+    by_stage: dict[int, list[int]] = {}
+    for i, entry in enumerate(entries):
+        by_stage.setdefault(entry.stage, []).append(i)
+    for stage in range(min(by_stage), 2 * n_layers + 1):
+        for i in by_stage.get(stage, ()):
+            entry = entries[i]
+            # After the last attention sublayer only the final position is carried on.
+            resid = entry.resid if stage <= 2 * (n_layers - 1) else entry.resid[:, :, -1:]
+            joined = [active[entry.start], resid] if entry.start in active else [resid]
+            active[entry.start] = torch.cat(joined)
+            order.setdefault(entry.start, []).extend(range(offsets[i], offsets[i + 1]))
+        if stage == 2 * n_layers:
+            break
+        layer, is_mlp = divmod(stage, 2)
+        if is_mlp:
+            active = _mlp_step(forward, layer, active)
+        else:
+            active = {
+                start: _attention_step(forward, target, layer, start, resid, patch=patch)
+                for start, resid in active.items()
+            }
+    metrics = torch.empty(offsets[-1], device=token_ids.device)
+    for start, resid in active.items():
+        logits = forward.unembed(resid[:, :, -1], token_ids)  # [config pair 2]
+        metrics[order[start]] = logit_diff(logits[..., 0], logits[..., 1]).to(metrics.dtype)
+    return metrics
+
+
+def _mlp_step(forward: ResumableForward, layer: int, active: dict[int, Tensor]) -> dict[int, Tensor]:
+    """The MLP sublayer for every configuration in flight, as one batch (it treats positions alike)."""
+    d_model = forward.d_model
+    # every [config pair pos d_model] -> one [lane d_model]: bigger matrix products run faster
+    lanes = torch.cat([resid.reshape(-1, d_model) for resid in active.values()])
+    out = forward.mlp_output(layer, lanes).split([resid[..., 0].numel() for resid in active.values()])
+    return {start: resid + part.view(resid.shape) for (start, resid), part in zip(active.items(), out, strict=True)}
+
+
+def _attention_step(
+    forward: ResumableForward,
+    target: Run,
+    layer: int,
+    start: int,
+    resid: Float[Tensor, "config pair pos d_model"],
+    *,
+    patch: _HeadPatch | None = None,
+) -> Float[Tensor, "config pair pos d_model"]:
+    """The attention sublayer for positions start.., with earlier keys and values from `target`.
+
+    In the last block only the final position is carried on: nothing reads the others again.
+    """
+    n_config, n_pair, n_suffix, d_model = resid.shape
+    rows = resid.reshape(n_config * n_pair, n_suffix, d_model)  # [config*pair pos d_model]
+    q, k, v = forward.qkv(layer, forward.attention_input(layer, rows), start=start)
+    keys = torch.cat([_prefix(target["k", layer], start, n_config), k], dim=2)  # [row kv_head pos d_head]
+    values = torch.cat([_prefix(target["v", layer], start, n_config), v], dim=2)
+    q_start = start
+    if layer == forward.n_layers - 1:
+        q, q_start, resid = q[:, :, -1:], keys.shape[2] - 1, resid[:, :, -1:]
+    pattern = forward.pattern(layer, q, keys, q_start=q_start)  # [row head q_pos k_pos]
+    z = forward.mix(pattern, values)  # [row q_pos head d_head]
+    if patch is not None and layer in patch.heads:
+        # [config*pair ...] -> [config pair ...], so the source's [pair ...] values broadcast over configurations
+        _patch_heads(
+            forward, patch.site, patch.heads[layer], source=patch.source, layer=layer, q_start=q_start,
+            pattern=pattern.unflatten(0, (n_config, n_pair)), values=values.unflatten(0, (n_config, n_pair)),
+            z=z.unflatten(0, (n_config, n_pair)),
+        )  # fmt: skip
+    out = forward.attention_output(layer, z)  # [row pos d_model]
+    return resid + out.view(n_config, n_pair, -1, d_model)
+
+
+def _prefix(cached: Float[Tensor, "pair kv_head pos d_head"], start: int, n_config: int) -> Tensor:
+    """The target run's keys or values before `start`, repeated for each configuration."""
+    head = cached[:, :, :start]
+    # [pair kv_head start d_head] -> [config*pair kv_head start d_head]
+    return head.expand(n_config, *head.shape).reshape(-1, *head.shape[1:])

@@ -1,0 +1,49 @@
+"""The shared words: head names parse what they format, hooks name TransformerLens's, metrics agree."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from seqprobe.vocabulary.heads import format_head, parse_head, resolve_layer
+from seqprobe.vocabulary.metrics import DEFAULT_TOLERANCES, METRICS, REPORT_COLUMNS, THRESHOLD_KINDS, metric_family
+from seqprobe.vocabulary.sites import HEAD_SITES, HOOK_NAMES, POSITION_SITES, SITES, hook_name
+
+layers = st.integers(min_value=-40, max_value=40)
+heads = st.integers(min_value=0, max_value=64)
+
+
+@given(layers, heads, st.booleans())
+def test_parse_head_inverts_format_head(layer: int, head: int, key_value: bool) -> None:
+    assert parse_head(format_head(layer, head, key_value=key_value)) == (layer, head)
+
+
+@pytest.mark.parametrize("text", ["L5", "H3", "L5H", "l5h3", "L5H3x", "L5.0H3", ""])
+def test_malformed_head_names_do_not_parse(text: str) -> None:
+    assert parse_head(text) is None
+
+
+def test_head_names_read_as_transformer_lens_writes_them() -> None:
+    assert (format_head(23, 3), format_head(5, 1, key_value=True)) == ("L23H3", "L5KV1")
+
+
+@given(st.integers(min_value=1, max_value=100), st.data())
+def test_resolved_layers_are_in_range(n_layers: int, data: st.DataObject) -> None:
+    spec = data.draw(st.one_of(st.integers(-n_layers, n_layers - 1), st.floats(0.0, 1.0)))
+    assert 0 <= resolve_layer(spec, n_layers) <= n_layers - 1
+    assert 0 <= resolve_layer(spec, n_layers, inclusive_end=True) <= n_layers
+
+
+def test_every_site_has_a_hook_and_one_kind() -> None:
+    assert set(HOOK_NAMES) == set(SITES) == set(POSITION_SITES) | set(HEAD_SITES)
+    assert not set(POSITION_SITES) & set(HEAD_SITES)
+    assert hook_name("z", 3) == "blocks.3.attn.hook_z"
+    assert hook_name("resid_pre", 0) == "blocks.0.hook_resid_pre"
+
+
+def test_metrics_have_one_tolerance_and_one_column_each() -> None:
+    assert set(DEFAULT_TOLERANCES) == set(METRICS) == set(REPORT_COLUMNS)
+    assert [name for name, metric in METRICS.items() if metric.lower_is_better] == ["rank"]
+    assert metric_family("recovery:resid_pre@L3") == "recovery"
+    assert all(name.startswith(("min_", "max_")) for name in THRESHOLD_KINDS)
