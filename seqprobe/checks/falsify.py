@@ -12,6 +12,7 @@ example's choices, its top-k tables and the simplest failing variants.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from seqprobe.checks.shrinking import hypothesis_draws, shrink_failure
@@ -20,12 +21,31 @@ from seqprobe.engine.scoring import format_completion
 if TYPE_CHECKING:
     from seqprobe.casefiles.families import VariantCheck
     from seqprobe.casefiles.sampling import Variant
-    from seqprobe.checks.families import VariantResult
+    from seqprobe.engine.scoring import Completion
 
-__all__ = ["explain", "falsify", "smallest_json"]
+__all__ = ["VariantResult", "explain", "falsify", "smallest_json"]
 
 # Failing variants the failure text lists; all of them are in the results file.
 FAILING_SHOWN = 10
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """How one variant fared."""
+
+    variant: Variant
+    # The prompt a reader recognises the variant by (the perturbed one, for a pair).
+    prompt: str
+    passed: bool
+    # Why it failed; empty when it passed.
+    failures: tuple[str, ...]
+    # family: the answer's rank; invariance: the rank, after perturbing, of the original top
+    # prediction; direction: the margin.
+    value: float
+    # (heading, completion) pairs the falsifying example shows as top-k tables.
+    completions: tuple[tuple[str, Completion], ...]
+    # A line before the tables: the original prediction, or the margin's arithmetic.
+    note: str = ""
 
 
 def falsify(

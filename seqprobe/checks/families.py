@@ -18,13 +18,12 @@ and `seqprobe.checks.falsify` finds the smallest failing variant to show as the 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from seqprobe.casefiles.families import VARIANT_BARS, DirectionCase, FamilyCase, InvarianceCase, PairCheck, VariantCheck
 from seqprobe.casefiles.sampling import Variant
-from seqprobe.checks.falsify import explain, falsify, smallest_json
+from seqprobe.checks.falsify import VariantResult, explain, falsify, smallest_json
 from seqprobe.checks.outcome import CheckOutcome, cases_of, guarded, prepare_each
 from seqprobe.engine.scoring import (
     DEFAULT_BATCH_SIZE,
@@ -43,29 +42,9 @@ if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
     from seqprobe.casefiles.base import Case
-    from seqprobe.engine.scoring import Completion
     from seqprobe.loading.models import LoadedModel
 
 __all__ = ["VariantResult", "measure_variants", "run_variant_checks"]
-
-
-@dataclass(frozen=True)
-class VariantResult:
-    """How one variant fared."""
-
-    variant: Variant
-    # The prompt a reader recognises the variant by (the perturbed one, for a pair).
-    prompt: str
-    passed: bool
-    # Why it failed; empty when it passed.
-    failures: tuple[str, ...]
-    # family: the answer's rank; invariance: the rank, after perturbing, of the original top
-    # prediction; direction: the margin.
-    value: float
-    # (heading, completion) pairs the falsifying example shows as top-k tables.
-    completions: tuple[tuple[str, Completion], ...]
-    # A line before the tables: the original prediction, or the margin's arithmetic.
-    note: str = ""
 
 
 def measure_variants(

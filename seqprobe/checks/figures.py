@@ -26,7 +26,7 @@ from seqprobe.vocabulary.heads import format_head, format_layer
 from seqprobe.vocabulary.sites import POSITION_SITES
 
 if TYPE_CHECKING:
-    from seqprobe.checks.patching import Evidence
+    from seqprobe.checks.evidence import Evidence
 
 __all__ = ["TOP_HEADS_SHOWN", "figures"]
 

@@ -14,14 +14,15 @@ report's pictures are designed in `seqprobe.checks.figures`.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from seqprobe.casefiles.patching import AttributionClaim, Claim, LogitLensClaim, PatchClaim, PatchingCase
+from seqprobe.checks.evidence import Evidence
 from seqprobe.checks.figures import figures
 from seqprobe.checks.outcome import CheckOutcome
-from seqprobe.engine.patching import PatchingPair, PatchingRuns, SweepResult, make_pair, prepare_patching
+from seqprobe.engine.patching import PatchingPair, SweepResult, make_pair, prepare_patching
 from seqprobe.errors import PatchingError, SeqprobeError
 from seqprobe.vocabulary.heads import format_head, format_layer, resolve_layer
 from seqprobe.vocabulary.sites import POSITION_SITES, SITES
@@ -40,19 +41,6 @@ METRIC_IN_WORDS = (
     "function for the clean, corrupted and patched runs; recovery = (patched − corrupted) / (clean − corrupted): "
     "0 = the patch restores nothing, 1 = all of the clean behaviour"
 )
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """Everything a case's claims are checked against."""
-
-    runs: PatchingRuns
-    sweeps: Mapping[str, SweepResult]
-    # Attribution-patching estimates, computed only when a claim asks for them.
-    estimates: Mapping[str, SweepResult]
-    # Computed when a claim or the report needs them.
-    lens: LogitLens | None
-    attribution: DirectAttribution | None
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from seqprobe.errors import PatchingError
 
 if TYPE_CHECKING:
     from seqprobe.engine.forward import ResumableForward, Run
-    from seqprobe.engine.patching import PatchingPair
+    from seqprobe.engine.pairs import PatchingPair
 
 __all__ = [
     "DEFAULT_MIN_GAP",
