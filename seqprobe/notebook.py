@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from seqprobe.casefiles.base import Case
     from seqprobe.checks.outcome import CheckOutcome
     from seqprobe.loading.models import LoadedModel
-    from seqprobe.records.plots import FigureSpec
+    from seqprobe.records.figure_specs import FigureSpec
     from seqprobe.records.report import ReportFiles
     from seqprobe.records.results import CaseResult, RunResults
 
@@ -89,7 +89,7 @@ class NotebookResults:
 
     def figures(self, case_id: str) -> list[FigureSpec]:
         """The figure specs of the case `case_id` (patching cases, when run with detail=True)."""
-        from seqprobe.records.plots import FigureSpec
+        from seqprobe.records.figure_specs import FigureSpec
 
         case = self._case(case_id)
         if not self.detail and case.kind == "patching":

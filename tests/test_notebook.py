@@ -19,7 +19,7 @@ from seqprobe.errors import CaseFileError, ModelLoadError
 from seqprobe.loading.models import BRIDGE_SOURCE
 from seqprobe.notebook import CASE_COLUMNS, NotebookResults, run
 from seqprobe.progress import progress_bar
-from seqprobe.records.plots import FigureSpec
+from seqprobe.records.figure_specs import FigureSpec
 from seqprobe.records.results import RunResults
 
 pytestmark = pytest.mark.filterwarnings("ignore")

@@ -21,7 +21,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from seqprobe.engine.patching import head_columns
-from seqprobe.records.plots import AttentionHead, AttentionSpec, HeatmapSpec, LineSpec, ScatterSpec
+from seqprobe.records.figure_specs import AttentionHead, AttentionSpec, HeatmapSpec, LineSpec, ScatterSpec
 from seqprobe.vocabulary.heads import format_head, format_layer
 from seqprobe.vocabulary.sites import POSITION_SITES
 

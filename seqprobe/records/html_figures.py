@@ -24,17 +24,9 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
+from seqprobe.records.figure_specs import AttentionSpec, FigureSpec, HeatmapSpec, LineSpec, ScatterSpec
 from seqprobe.records.formatting import format_value
-from seqprobe.records.plots import (
-    LABEL_MERGE_DISTANCE,
-    MAX_TICK_LABELS,
-    SCATTER_LABELS,
-    AttentionSpec,
-    FigureSpec,
-    HeatmapSpec,
-    LineSpec,
-    ScatterSpec,
-)
+from seqprobe.records.plots import LABEL_MERGE_DISTANCE, MAX_TICK_LABELS, SCATTER_LABELS
 
 __all__ = ["figure_json"]
 

@@ -1,4 +1,4 @@
-"""The study's pictures as PNG files: what a mechanistic case hands the report, and how it is drawn.
+"""The study's pictures as PNG files, drawn from the figure specs of `seqprobe.records.figure_specs`.
 
 A case that runs a patching or attribution experiment puts its grids in
 `CaseResult.details["figures"]` as a list of JSON dicts, one per picture. Each dict is the
@@ -32,27 +32,18 @@ from __future__ import annotations
 import math
 import re
 import textwrap
-from collections.abc import Mapping, Sequence
-from dataclasses import MISSING, asdict, dataclass, fields
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from seqprobe.records.atomic import atomic_open
+from seqprobe.records.figure_specs import AttentionSpec, FigureSpec, HeatmapSpec, LineSpec, ScatterSpec
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = [
-    "AttentionHead",
-    "AttentionSpec",
-    "FigureSpec",
-    "HeatmapSpec",
-    "LineSpec",
-    "ScatterSpec",
-    "figure_filename",
-    "render_figure",
-]
+__all__ = ["figure_filename", "render_figure"]
 
 # The study's diverging scale (plotly "RdBu", centred with color_continuous_midpoint=0).
 COLORMAP = "RdBu"
@@ -64,156 +55,6 @@ SCATTER_LABELS = 8
 LABEL_MERGE_DISTANCE = 0.03
 # Characters per title line: what the narrowest figure (6.5 in) fits at matplotlib's default size.
 TITLE_WIDTH = 60
-
-
-@dataclass(frozen=True, kw_only=True)
-class FigureSpec:
-    """One picture of a case: the base of the four kinds, and the dispatcher for their JSON."""
-
-    kind: ClassVar[str]
-    # Unique within the case; becomes part of the PNG file name.
-    name: str
-    title: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, **_lists(asdict(self))}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> FigureSpec:
-        """Build the spec `data["kind"]` names; a ValueError says which field is wrong."""
-        kinds = {spec.kind: spec for spec in (HeatmapSpec, LineSpec, ScatterSpec, AttentionSpec)}
-        if not isinstance(data, Mapping):
-            raise ValueError(f"a figure spec is a JSON object; found {type(data).__name__}")
-        name = data.get("name", "?")
-        kind = data.get("kind")
-        if kind not in kinds:
-            raise ValueError(f"figure {name!r}: kind={kind!r}; expected one of {sorted(kinds)}")
-        spec_cls = kinds[kind]
-        wanted = {f.name for f in fields(spec_cls)}
-        required = {f.name for f in fields(spec_cls) if f.default is MISSING and f.default_factory is MISSING}
-        missing = sorted(required - data.keys())
-        unknown = sorted(data.keys() - wanted - {"kind"})
-        if missing or unknown:
-            raise ValueError(
-                f"figure {name!r} ({kind}): missing fields {missing}, unknown fields {unknown}; "
-                f"a {kind} figure has {sorted(wanted)}"
-            )
-        return spec_cls._from_fields({key: data[key] for key in wanted if key in data})
-
-    @classmethod
-    def _from_fields(cls, data: dict[str, Any]) -> FigureSpec:
-        """Each kind turns its JSON lists into the tuples and floats it holds."""
-        raise NotImplementedError
-
-
-@dataclass(frozen=True, kw_only=True)
-class HeatmapSpec(FigureSpec):
-    """A grid of signed values, rows × cols, e.g. recovery per layer × position."""
-
-    kind: ClassVar[str] = "heatmap"
-    values: tuple[tuple[float, ...], ...]
-    row_labels: tuple[str, ...]
-    col_labels: tuple[str, ...]
-    x_label: str
-    y_label: str
-    colorbar_label: str = ""
-
-    def __post_init__(self) -> None:
-        rows, cols = len(self.row_labels), len(self.col_labels)
-        if len(self.values) != rows or any(len(row) != cols for row in self.values):
-            shape = f"{len(self.values)} × {[len(row) for row in self.values]}"
-            raise ValueError(
-                f"figure {self.name!r} (heatmap): values are {shape}, labels say {rows} × {cols}; "
-                "give one row per row label and one value per column label"
-            )
-
-    @classmethod
-    def _from_fields(cls, data: dict[str, Any]) -> HeatmapSpec:
-        grid = tuple(tuple(_number(v) for v in row) for row in data["values"])
-        return cls(**_tuples(data) | {"values": grid})
-
-
-@dataclass(frozen=True, kw_only=True)
-class LineSpec(FigureSpec):
-    """One value per x label, e.g. the logit lens across layers."""
-
-    kind: ClassVar[str] = "line"
-    x_labels: tuple[str, ...]
-    values: tuple[float, ...]
-    x_label: str
-    y_label: str
-
-    def __post_init__(self) -> None:
-        if len(self.values) != len(self.x_labels):
-            raise ValueError(
-                f"figure {self.name!r} (line): {len(self.values)} values for "
-                f"{len(self.x_labels)} x labels; give one value per label"
-            )
-
-    @classmethod
-    def _from_fields(cls, data: dict[str, Any]) -> LineSpec:
-        return cls(**_tuples(data) | {"values": tuple(_number(v) for v in data["values"])})
-
-
-@dataclass(frozen=True, kw_only=True)
-class ScatterSpec(FigureSpec):
-    """One labelled point per head, e.g. output patching (y) against value patching (x)."""
-
-    kind: ClassVar[str] = "scatter"
-    x: tuple[float, ...]
-    y: tuple[float, ...]
-    point_labels: tuple[str, ...]
-    x_label: str
-    y_label: str
-
-    def __post_init__(self) -> None:
-        if not len(self.x) == len(self.y) == len(self.point_labels):
-            raise ValueError(
-                f"figure {self.name!r} (scatter): {len(self.x)} x, {len(self.y)} y and "
-                f"{len(self.point_labels)} point labels; give one of each per point"
-            )
-
-    @classmethod
-    def _from_fields(cls, data: dict[str, Any]) -> ScatterSpec:
-        x, y = (tuple(_number(v) for v in data[axis]) for axis in ("x", "y"))
-        return cls(**_tuples(data) | {"x": x, "y": y})
-
-
-@dataclass(frozen=True, kw_only=True)
-class AttentionHead:
-    """One head's attention pattern: row i is how query position i spreads over key positions."""
-
-    label: str
-    pattern: tuple[tuple[float, ...], ...]
-
-
-@dataclass(frozen=True, kw_only=True)
-class AttentionSpec(FigureSpec):
-    """The attention patterns of a few heads over the prompt's tokens."""
-
-    kind: ClassVar[str] = "attention"
-    heads: tuple[AttentionHead, ...]
-    tokens: tuple[str, ...]
-
-    def __post_init__(self) -> None:
-        n = len(self.tokens)
-        for head in self.heads:
-            if len(head.pattern) != n or any(len(row) != n for row in head.pattern):
-                raise ValueError(
-                    f"figure {self.name!r} (attention): head {head.label!r} has a "
-                    f"{len(head.pattern)}-row pattern for {n} tokens; a pattern is tokens × tokens"
-                )
-
-    @classmethod
-    def _from_fields(cls, data: dict[str, Any]) -> AttentionSpec:
-        heads = tuple(
-            AttentionHead(
-                label=str(head["label"]),
-                pattern=tuple(tuple(_number(v) for v in row) for row in head["pattern"]),
-            )
-            for head in data["heads"]
-        )
-        return cls(**_tuples(data) | {"heads": heads})
 
 
 def figure_filename(case_id: str, name: str) -> str:
@@ -386,25 +227,5 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
 
 
-def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
 def _clamp(value: float, low: float, high: float) -> float:
     return min(max(value, low), high)
-
-
-def _tuples(data: Mapping[str, Any]) -> dict[str, Any]:
-    """JSON lists back into the tuples the frozen specs hold."""
-    return {key: tuple(value) if isinstance(value, list) else value for key, value in data.items()}
-
-
-def _lists(value: Any) -> Any:
-    """Tuples into lists and NaN into null, recursively: strict JSON that round-trips unchanged."""
-    if isinstance(value, (list, tuple)):
-        return [_lists(item) for item in value]
-    if isinstance(value, dict):
-        return {key: _lists(item) for key, item in value.items()}
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return value

@@ -42,8 +42,9 @@ from urllib.parse import quote
 from seqprobe.errors import BaselineError
 from seqprobe.records.atomic import write_text_atomic
 from seqprobe.records.baseline import case_file_of, summary_lines
+from seqprobe.records.figure_specs import FigureSpec
 from seqprobe.records.formatting import format_value, markdown_code, markdown_table, markdown_text
-from seqprobe.records.plots import FigureSpec, figure_filename, render_figure
+from seqprobe.records.plots import figure_filename, render_figure
 from seqprobe.records.results import VERSIONED_PACKAGES, CaseResult, RunResults
 from seqprobe.records.verdicts import STATUS_TEXT, RunComparison
 from seqprobe.vocabulary.metrics import METRICS, REPORT_COLUMNS

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprobe.errors import BaselineError
+from seqprobe.records.figure_specs import AttentionHead, AttentionSpec, HeatmapSpec, LineSpec, ScatterSpec
 from seqprobe.records.html import render_html_report, write_html_report
 from seqprobe.records.html_figures import figure_json
-from seqprobe.records.plots import AttentionHead, AttentionSpec, HeatmapSpec, LineSpec, ScatterSpec
 from seqprobe.records.results import CaseResult, RunResults
 from tests.records._builders import MODEL, completion_result
 

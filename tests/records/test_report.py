@@ -16,17 +16,9 @@ from hypothesis import strategies as st
 from seqprobe.errors import BaselineError
 from seqprobe.records import atomic
 from seqprobe.records.atomic import atomic_open, write_text_atomic
+from seqprobe.records.figure_specs import AttentionHead, AttentionSpec, FigureSpec, HeatmapSpec, LineSpec, ScatterSpec
 from seqprobe.records.formatting import markdown_code, markdown_table, markdown_text
-from seqprobe.records.plots import (
-    AttentionHead,
-    AttentionSpec,
-    FigureSpec,
-    HeatmapSpec,
-    LineSpec,
-    ScatterSpec,
-    figure_filename,
-    render_figure,
-)
+from seqprobe.records.plots import figure_filename, render_figure
 from seqprobe.records.report import render_report, write_report
 from seqprobe.records.results import CaseResult, RunResults, run_environment
 
