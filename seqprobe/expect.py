@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from seqprobe.casefiles.base import Location
+from seqprobe.casefiles.reader import display_path
 from seqprobe.errors import CaseFileError
 
 if TYPE_CHECKING:
@@ -205,16 +206,8 @@ def _caller() -> Location:
     here = Path(__file__)
     for frame in inspect.stack()[1:]:
         if Path(frame.filename) != here:
-            return Location(_display(frame.filename), frame.lineno)
+            return Location(display_path(frame.filename, Path.cwd()), frame.lineno)
     return Location("<python>", 1)
-
-
-def _display(filename: str) -> str:
-    path = Path(filename)
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return path.as_posix()
 
 
 def _loaded(model: LoadedModel | TransformerBridge) -> LoadedModel:

@@ -204,7 +204,7 @@ def _gather(paths_or_cases: CaseSource | Iterable[CaseSource]) -> tuple[list[Cas
     Cases handed over already parsed add no sha256: their file may have changed since.
     """
     from seqprobe.casefiles.base import Case
-    from seqprobe.casefiles.reader import load_case_file
+    from seqprobe.casefiles.reader import display_path, load_case_file
 
     sources = [paths_or_cases] if isinstance(paths_or_cases, str | os.PathLike | Case) else list(paths_or_cases)
     cases: dict[str, Case] = {}
@@ -218,7 +218,7 @@ def _gather(paths_or_cases: CaseSource | Iterable[CaseSource]) -> tuple[list[Cas
         if not found:
             raise FileNotFoundError(f"{source}: a folder with no *.seqprobe.yaml case files below it")
         for file in found:
-            case_file = load_case_file(file, display_path=_display_path(file))
+            case_file = load_case_file(file, display_path=display_path(file, Path.cwd()))
             case_files[case_file.path] = case_file.sha256
             for case in case_file.cases():
                 cases.setdefault(case.case_id, case)
@@ -238,12 +238,6 @@ def _case_files_below(folder: Path) -> list[Path]:
         ]
         found += [Path(root, name) for name in files if is_case_file(Path(name))]
     return sorted(found)
-
-
-def _display_path(file: Path) -> str:
-    """The file as case ids name it: relative to the current directory when it is below it."""
-    cwd = Path.cwd()
-    return (file.relative_to(cwd) if file.is_relative_to(cwd) else file).as_posix()
 
 
 def _equivalent_command(cases: list[Case], model: dict[str, str], *, as_model: str | None) -> list[str]:

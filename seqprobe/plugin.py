@@ -219,14 +219,9 @@ class CaseFileCollector(pytest.File):
     """One `*.seqprobe.yaml` file; parsing it validates every case in it."""
 
     def collect(self) -> Iterator[SuiteCollector]:
-        from seqprobe.casefiles.reader import load_case_file
+        from seqprobe.casefiles.reader import display_path, load_case_file
 
-        display = (
-            self.path.relative_to(self.config.rootpath).as_posix()
-            if self.path.is_relative_to(self.config.rootpath)
-            else self.path.as_posix()
-        )
-        case_file = load_case_file(self.path, display_path=display)
+        case_file = load_case_file(self.path, display_path=display_path(self.path, self.config.rootpath))
         self.config.stash[state_key].add_case_file(case_file)
         for suite in case_file.suites:
             yield SuiteCollector.from_parent(self, name=suite.name, case_file=case_file, suite_name=suite.name)

@@ -212,7 +212,9 @@ class SeqprobeSession:
 
         stated = self.python_cases.pop(test_id, [])
         module = test_id.split("::", 1)[0]
-        file_run = {"sha256": _file_sha256(self.rootpath / module), "case_ids": [], "whole": False}
+        if module not in self.case_files:  # read once per test module, not once per test
+            self.case_files[module] = _file_sha256(self.rootpath / module)
+        file_run = {"sha256": self.case_files[module], "case_ids": [], "whole": False}
         records, seen = [], set()
         for case, outcome in stated:
             status = status_of(case, outcome, expectations_of=self.settings.expectations_of)

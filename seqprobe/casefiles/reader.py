@@ -31,7 +31,7 @@ from seqprobe.casefiles.validation import check_keys, describe, require_map, sug
 from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of, load_yaml
 from seqprobe.errors import CaseFileError
 
-__all__ = ["CASE_FILE_GLOB", "CaseFile", "Suite", "is_case_file", "load_case_file", "parse_case_file"]
+__all__ = ["CASE_FILE_GLOB", "CaseFile", "Suite", "display_path", "is_case_file", "load_case_file", "parse_case_file"]
 
 # Files pytest collects: only names that say they are seqprobe cases, so other YAML in a
 # project (CI configs, docker-compose, data) is never touched.
@@ -41,6 +41,12 @@ CASE_FILE_SUFFIXES = (".seqprobe.yaml", ".seqprobe.yml")
 
 def is_case_file(path: Path) -> bool:
     return path.name.endswith(CASE_FILE_SUFFIXES)
+
+
+def display_path(path: str | Path, root: Path) -> str:
+    """`path` as case ids name it: relative to `root` (pytest's rootdir, or the current folder) when below it."""
+    path, root = Path(path).resolve(), root.resolve()
+    return (path.relative_to(root) if path.is_relative_to(root) else path).as_posix()
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 from seqprobe.errors import BaselineError
-from seqprobe.records.baseline import compare_case
+from seqprobe.records.baseline import case_file_of, compare_case
 from seqprobe.records.results import CaseResult, RunResults
 
 __all__ = ["BaselineUpdate", "CaseFileRun", "answered_entries", "merge_baseline"]
@@ -107,12 +107,8 @@ def answered_entries(baseline: RunResults, current: RunResults, files: Mapping[s
     return replace(baseline, cases=kept)
 
 
-def _file_of(case_id: str) -> str:
-    return case_id.split("::", 1)[0]
-
-
 def _removed(case_id: str, files: Mapping[str, CaseFileRun]) -> bool:
-    seen = files.get(_file_of(case_id))
+    seen = files.get(case_file_of(case_id))
     return seen is not None and seen.whole and case_id not in seen.case_ids
 
 
@@ -122,7 +118,7 @@ def _differs(before: CaseResult, after: CaseResult, tolerances: Mapping[str, flo
 
 
 def _holds_cases(case_file: str, cases: Mapping[str, CaseResult]) -> bool:
-    return any(_file_of(case_id) == case_file for case_id in cases)
+    return any(case_file_of(case_id) == case_file for case_id in cases)
 
 
 def _refuse_mixing(
@@ -135,10 +131,10 @@ def _refuse_mixing(
             f"not written: {path} holds {len(kept)} cases of model {before!r} that this run of {after!r} did not "
             f"measure (e.g. {kept[0]}); a baseline of two models would compare each case with the wrong one; {fix}"
         )
-    for case_file in sorted({_file_of(case_id) for case_id in kept}):
+    for case_file in sorted({case_file_of(case_id) for case_id in kept}):
         was, now = old.case_files.get(case_file), new.case_files.get(case_file)
         if was and now and was != now:
-            ran = sum(1 for case_id in new.by_id() if _file_of(case_id) == case_file)
+            ran = sum(1 for case_id in new.by_id() if case_file_of(case_id) == case_file)
             total = len(files[case_file].case_ids) if case_file in files else ran
             raise BaselineError(
                 f"not written: case file {case_file} changed since {path} was made, and this run measured {ran} of "
@@ -161,7 +157,7 @@ def _ordered(
     return sorted(
         cases,
         key=lambda case_id: (
-            _file_of(case_id),
+            case_file_of(case_id),
             case_id not in position,
             position.get(case_id, order.get(case_id, len(order))),
         ),
