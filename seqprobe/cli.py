@@ -1,6 +1,7 @@
 """The `seqprobe` command: quick looks at a prompt, benchmarks, reports and run comparisons.
 
     seqprobe prompt "Today it is Sunday, tomorrow it is" " Monday" [--distractor " Sunday"] [--model NAME]
+    seqprobe prompt "The capital of Argentina is" " Buenos Aires" [--distractor " Lima"]
     seqprobe report [CASES ...] [--out reports/NAME.md] [--model NAME] [-- PYTEST ARGS]
     seqprobe compare OLD.json NEW.json [--out diff.md]
     seqprobe bench [--model NAME] [--device DEV] [--json]
@@ -14,32 +15,43 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from seqprobe.errors import SeqprobeError
 from seqprobe.vocabulary.options import add_model_options
+
+if TYPE_CHECKING:
+    from seqprobe.engine.continuations import ScoredCompletion
 
 __all__ = ["main"]
 
 
 def _prompt(args: argparse.Namespace) -> int:
-    from seqprobe.engine.scoring import check_expectations, format_completion, prepare_prompt, score_completions
+    from seqprobe.checks.completion import format_scored
+    from seqprobe.engine.continuations import prepare_completion, score_continuations
     from seqprobe.loading.models import load_model
 
     model = load_model(args.model, device=args.device, dtype=args.dtype)
-    prepared = prepare_prompt(model.bridge, args.prompt, args.answer, args.distractor, where="prompt")
-    (completion,) = score_completions(model.bridge, [prepared], top_k=args.top_k)
-    print(format_completion(completion))
+    prepared = prepare_completion(model.bridge, args.prompt, args.answer, args.distractor, where="prompt")
+    (scored,) = score_continuations(model.bridge, [prepared], top_k=args.top_k)
+    print(format_scored(scored))
     if args.distractor:
         print("\nAs a case:")
-        print(_case_snippet(args.prompt, args.answer, args.distractor, completion.rank))
-    return 0 if not check_expectations(completion, {"max_rank": 1}) else 1
+        print(_case_snippet(args.prompt, args.answer, args.distractor, scored))
+    # Greedy decoding gives the answer: for a one-token answer, rank 1.
+    return 0 if scored.greedy else 1
 
 
-def _case_snippet(prompt: str, answer: str, distractors: Sequence[str], rank: int) -> str:
+def _case_snippet(prompt: str, answer: str, distractors: Sequence[str], scored: ScoredCompletion) -> str:
     quoted = ", ".join(f'"{d}"' for d in distractors)
+    if len(scored.answer.steps) == 1:
+        measured = f"rank on this model: {scored.next_token.rank}"
+    else:
+        greedy = "gives" if scored.greedy else "misses"
+        measured = f"on this model: logprob {scored.answer.logprob:.2f}; greedy decoding {greedy} the answer"
     return (
         f'  - id: my-case\n    prompt: "{prompt}"\n    answer: "{answer}"\n    distractors: [{quoted}]'
-        f"\n    # measured rank on this model: {rank}"
+        f"\n    # measured {measured}"
     )
 
 
@@ -92,12 +104,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
 
     prompt = commands.add_parser(
-        "prompt", help="show the model's next-token table for a prompt (the quickest way to write a case)"
+        "prompt", help="show how the model scores an answer after a prompt (the quickest way to write a case)"
     )
     prompt.add_argument("prompt", help='e.g. "Today it is Sunday, tomorrow it is"')
-    prompt.add_argument("answer", help='the expected next token, with its leading space: " Monday"')
+    prompt.add_argument("answer", help='the expected continuation, with its leading space: " Monday", " Buenos Aires"')
     prompt.add_argument(
-        "--distractor", action="append", default=[], help="a wrong answer to compare against (repeatable)"
+        "--distractor", action="append", default=[], help="a wrong continuation to compare against (repeatable)"
     )
     prompt.add_argument("--top-k", type=int, default=10, help="how many top predictions to show (default: 10)")
     add_model_options(prompt.add_argument)

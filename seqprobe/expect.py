@@ -7,7 +7,8 @@
 Each helper states one case with the case file's own keys, parses it with the case-file parser
 (so a wrong key, type or placeholder is the same error, pointing at the calling line), runs it on
 the runner its kind has in a case file, and fails with the same text. Inside a pytest run with
-seqprobe's plugin, its result joins the run's `--report` and baselines under the test's id.
+seqprobe's plugin, its result joins the run's `--report` and baselines under the test's id, its
+intervals at the run's `--interval-level` (0.95 outside pytest).
 """
 
 from __future__ import annotations
@@ -92,25 +93,30 @@ def expect_family(
     model: LoadedModel | TransformerBridge,
     *,
     min_pass_rate: float = 1.0,
+    confidence: float | None = None,
     id: str | None = None,  # noqa: A002
     **entry: Any,
 ) -> CheckOutcome:
     """A phrasing family holds for at least `min_pass_rate` of its variants (a case file's keys;
-    the variants' own bars go under `expect`, as in a file)."""
+    the variants' own bars go under `expect`, as in a file). With `confidence`, the lower bound
+    of the pass rate's Wilson interval at that level must reach `min_pass_rate`."""
     __tracebackhide__ = True
-    return _expect(model, "family", entry, {"min_pass_rate": min_pass_rate}, id=id)
+    bars = {"min_pass_rate": min_pass_rate, "confidence": confidence}
+    return _expect(model, "family", entry, bars, id=id)
 
 
 def expect_invariance(
     model: LoadedModel | TransformerBridge,
     *,
     min_pass_rate: float = 1.0,
+    confidence: float | None = None,
     id: str | None = None,  # noqa: A002
     **entry: Any,
 ) -> CheckOutcome:
     """A perturbation leaves the top prediction unchanged (a case file's `invariance` keys)."""
     __tracebackhide__ = True
-    return _expect(model, "invariance", entry, {"min_pass_rate": min_pass_rate}, id=id)
+    bars = {"min_pass_rate": min_pass_rate, "confidence": confidence}
+    return _expect(model, "invariance", entry, bars, id=id)
 
 
 def expect_direction(
@@ -118,12 +124,14 @@ def expect_direction(
     *,
     min_margin: float,
     min_pass_rate: float = 1.0,
+    confidence: float | None = None,
     id: str | None = None,  # noqa: A002
     **entry: Any,
 ) -> CheckOutcome:
     """A perturbation moves logit(to) − logit(from) up by at least `min_margin` (a case file's keys)."""
     __tracebackhide__ = True
-    return _expect(model, "direction", entry, {"min_pass_rate": min_pass_rate, "min_margin": min_margin}, id=id)
+    bars = {"min_pass_rate": min_pass_rate, "min_margin": min_margin, "confidence": confidence}
+    return _expect(model, "direction", entry, bars, id=id)
 
 
 def expect_case(model: LoadedModel | TransformerBridge, case: Case) -> CheckOutcome:
@@ -170,9 +178,12 @@ def _expect(
 def _run(model: LoadedModel, case: Case) -> CheckOutcome:
     __tracebackhide__ = True
     from seqprobe.checks.runners import RUNNERS
-    from seqprobe.session import expectations_of, record_python_case
+    from seqprobe.records.intervals import DEFAULT_LEVEL
+    from seqprobe.session import expectations_of, interval_level_of, record_python_case
 
-    outcome = RUNNERS[case.kind](model, expectations_of(model.info.name), [case])[case.case_id]
+    runner = RUNNERS[case.kind]
+    level = interval_level_of(DEFAULT_LEVEL)
+    outcome = runner(model, expectations_of(model.info.name), [case], interval_level=level)[case.case_id]
     record_python_case(case, outcome)
     if outcome.error is not None:
         raise outcome.error

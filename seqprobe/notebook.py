@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
 from seqprobe.loading.known import DEFAULT_MODEL
+from seqprobe.records.intervals import DEFAULT_LEVEL
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -147,6 +148,7 @@ def run(
     dtype: str = "float32",
     as_model: str | None = None,
     detail: bool = False,
+    interval_level: float = DEFAULT_LEVEL,
     progress: bool | None = None,
 ) -> NotebookResults:
     """Run case files, folders of them (every case file below) or parsed cases on `model`.
@@ -155,7 +157,9 @@ def run(
     `dtype` apply to it), or a TransformerBridge or LoadedModel already in memory, used as it is.
     `as_model` holds it to another model's known failures and per-model expectations (a bridge
     answers to its cfg.model_name otherwise). `detail=True` also computes the report's figures.
-    `progress` shows a bar (default: in a notebook, or when stderr is a terminal).
+    `interval_level` is the level of the intervals on aggregates, as `--interval-level` (ValueError
+    unless strictly between 0 and 1). `progress` shows a bar (default: in a notebook, or when stderr
+    is a terminal).
     """
     from datetime import UTC, datetime
 
@@ -163,8 +167,10 @@ def run(
     from seqprobe.checks.runners import RUNNERS
     from seqprobe.loading.models import resolve_model
     from seqprobe.progress import progress_bar
+    from seqprobe.records.intervals import check_level
     from seqprobe.records.results import RunResults, run_environment
 
+    check_level(interval_level)
     cases, case_files = _gather(paths_or_cases)
     by_kind: dict[str, list[Case]] = {}
     for case in cases:
@@ -177,7 +183,9 @@ def run(
         outcomes: dict[str, CheckOutcome] = {}
         for kind, of_kind in by_kind.items():
             bar.set_description(f"{kind} cases on {loaded.info.name}")
-            outcomes.update(RUNNERS[kind](loaded, expectations_of, of_kind, detail=detail))
+            outcomes.update(
+                RUNNERS[kind](loaded, expectations_of, of_kind, detail=detail, interval_level=interval_level)
+            )
             bar.update(len(of_kind))
     recorded = tuple(
         case_result(
@@ -188,12 +196,13 @@ def run(
         )
         for case in cases
     )
-    command = _equivalent_command(cases, loaded.info.to_json(), as_model=as_model)
+    command = _equivalent_command(cases, loaded.info.to_json(), as_model=as_model, interval_level=interval_level)
     results = RunResults(
         model=loaded.info.to_json(),
         case_files=dict(sorted(case_files.items())),
         cases=recorded,
         environment=run_environment(command=command, now=datetime.now(UTC)),
+        interval_level=interval_level,
     )
     return NotebookResults(results, detail=detail)
 
@@ -240,11 +249,14 @@ def _case_files_below(folder: Path) -> list[Path]:
     return sorted(found)
 
 
-def _equivalent_command(cases: list[Case], model: dict[str, str], *, as_model: str | None) -> list[str]:
+def _equivalent_command(
+    cases: list[Case], model: dict[str, str], *, as_model: str | None, interval_level: float = DEFAULT_LEVEL
+) -> list[str]:
     """The pytest command that runs the same cases on the same model: the report's "Reproduce with"."""
-    from seqprobe.plugin import OPTION_AS_MODEL
+    from seqprobe.plugin import OPTION_AS_MODEL, OPTION_INTERVAL_LEVEL
     from seqprobe.vocabulary.options import DEVICE, DTYPE, MODEL
 
     files = dict.fromkeys(case.location.path for case in cases)
     command = ["pytest", *files, MODEL.flag, model["name"], DEVICE.flag, model["device"], DTYPE.flag, model["dtype"]]
-    return [*command, OPTION_AS_MODEL, as_model] if as_model else command
+    command += [OPTION_AS_MODEL, as_model] if as_model else []
+    return [*command, OPTION_INTERVAL_LEVEL, str(interval_level)] if interval_level != DEFAULT_LEVEL else command

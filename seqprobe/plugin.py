@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from seqprobe.records.intervals import DEFAULT_LEVEL, parse_level
 from seqprobe.session import RECORD_ATTRIBUTE, RunSettings, SeqprobeSession
 from seqprobe.vocabulary.metrics import parse_tolerance
 from seqprobe.vocabulary.options import DEVICE, DTYPE, MODEL, add_model_options
@@ -35,6 +36,7 @@ OPTION_UPDATE_BASELINE = "--update-baseline"
 OPTION_TOLERANCE = "--tolerance"
 OPTION_ACROSS_MODELS = "--compare-across-models"
 OPTION_AS_MODEL = "--as-model"
+OPTION_INTERVAL_LEVEL = "--interval-level"
 # A markdown report with PNGs beside it, or one interactive HTML file.
 REPORT_SUFFIXES = (".md", ".html")
 
@@ -84,6 +86,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=parse_tolerance,
         help="baseline tolerance for one metric, e.g. --tolerance p_answer=0.1 (repeatable; overrides case files)",
     )
+    group.addoption(
+        OPTION_INTERVAL_LEVEL,
+        default=DEFAULT_LEVEL,
+        type=parse_level,
+        metavar="LEVEL",
+        help="level of the intervals on pass rates, margins and recoveries, strictly between 0 and 1 "
+        f"(default: {DEFAULT_LEVEL}); a baseline change whose intervals overlap is within noise",
+    )
 
 
 def _settings(config: pytest.Config) -> RunSettings:
@@ -98,6 +108,7 @@ def _settings(config: pytest.Config) -> RunSettings:
         update_baseline=config.getoption(OPTION_UPDATE_BASELINE),
         tolerances=dict(config.getoption(OPTION_TOLERANCE)),
         across_models=config.getoption(OPTION_ACROSS_MODELS),
+        interval_level=config.getoption(OPTION_INTERVAL_LEVEL),
     )
 
 

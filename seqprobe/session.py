@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from seqprobe.records.intervals import DEFAULT_LEVEL
+
 if TYPE_CHECKING:
     from seqprobe.casefiles.base import Case
     from seqprobe.casefiles.reader import CaseFile
@@ -28,7 +30,14 @@ if TYPE_CHECKING:
     from seqprobe.records.results import CaseResult, RunResults
     from seqprobe.records.update import CaseFileRun
 
-__all__ = ["RECORD_ATTRIBUTE", "RunSettings", "SeqprobeSession", "expectations_of", "record_python_case"]
+__all__ = [
+    "RECORD_ATTRIBUTE",
+    "RunSettings",
+    "SeqprobeSession",
+    "expectations_of",
+    "interval_level_of",
+    "record_python_case",
+]
 
 # The attribute of a TestReport that carries its cases' records (see `SeqprobeSession.record`).
 RECORD_ATTRIBUTE = "seqprobe_records"
@@ -46,8 +55,12 @@ def record_python_case(case: Case, outcome: CheckOutcome) -> None:
 
 def expectations_of(default: str) -> str:
     """Whose per-model expectations apply: the run's (`--as-model`) inside a pytest run, else `default`."""
-    running = _running.get()
-    return running[0].settings.expectations_of if running is not None else default
+    return running[0].settings.expectations_of if (running := _running.get()) is not None else default
+
+
+def interval_level_of(default: float) -> float:
+    """The level of intervals on aggregates: the run's (`--interval-level`) inside a pytest run, else `default`."""
+    return running[0].settings.interval_level if (running := _running.get()) is not None else default
 
 
 @dataclass(frozen=True)
@@ -66,6 +79,8 @@ class RunSettings:
     tolerances: Mapping[str, float]
     # Compare with a baseline made by a differently named model.
     across_models: bool
+    # The level of every aggregate's interval (a case's `confidence` judges at its own level).
+    interval_level: float = DEFAULT_LEVEL
 
     @property
     def comparing(self) -> bool:
@@ -170,7 +185,9 @@ class SeqprobeSession:
             print(f"\nseqprobe: running {len(pending)} {case.kind} case(s) on {self.settings.model}", file=sys.stderr)
             runner = RUNNERS[case.kind]
             detail = self.settings.report is not None
-            self.outcomes.update(runner(self.model, self.settings.expectations_of, pending, detail=detail))
+            level = self.settings.interval_level
+            found = runner(self.model, self.settings.expectations_of, pending, detail=detail, interval_level=level)
+            self.outcomes.update(found)
         return self.outcomes[case.case_id]
 
     def regressions(self, case: Case, outcome: CheckOutcome) -> list[str]:
@@ -305,6 +322,7 @@ class SeqprobeSession:
             case_files={path: run.sha256 for path, run in sorted(files.items())},
             cases=tuple(CaseResult.from_json(record["result"]) for record in records),
             environment=run_environment(command=["pytest", *self.command], now=datetime.now(UTC)),
+            interval_level=self.settings.interval_level,
         )
         case_tolerances = {record["result"]["case_id"]: record["tolerances"] for record in records}
         if self.settings.update_baseline:

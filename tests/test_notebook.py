@@ -128,7 +128,7 @@ def test_run_gives_what_the_plugins_report_records(
 def test_the_table_has_a_row_per_case_and_a_column_per_metric(in_tmp: Path, tiny_llama_bridge) -> None:
     frame = run(CASE_FILE, model=tiny_llama_bridge).to_pandas()
     assert list(frame["case_id"]) == [f"{CASE_FILE}::tomorrow::{name}" for name in OUTCOMES]
-    assert list(frame.columns) == [*CASE_COLUMNS, "p_answer", "rank", "logit_diff"]
+    assert list(frame.columns) == [*CASE_COLUMNS, "p_answer", "rank", "logit_diff", "logprob"]
     assert dict(zip(frame["case_id"].str.rsplit("::").str[-1], frame["outcome"], strict=True)) == OUTCOMES
     assert frame.loc[frame["outcome"] == "xfailed", "known_failure"].item() == "the tiny model is random"
     assert frame["known_failure"].isna().sum() == 2
@@ -209,6 +209,39 @@ def test_write_report_writes_the_results_file(in_tmp: Path, tiny_llama_bridge) -
     assert "Reproduce with:" in written.markdown.read_text(encoding="utf-8")
     command = results.results.environment["command"]
     assert command == f"pytest {CASE_FILE} --model {tiny_llama_bridge.cfg.model_name} --device cpu --dtype float32"
+
+
+FAMILY_FILE = """
+suites:
+  robust:
+    cases:
+      - kind: family
+        id: any-rank
+        over: {day: days}
+        prompt: "Today it is {day}, tomorrow it is"
+        answer: " {day+1}"
+        expect: {min_pass_rate: 0.9, max_rank: 100000}
+"""
+
+
+def test_the_interval_level_reaches_every_aggregate_and_the_command(in_tmp: Path, tiny_llama_bridge) -> None:
+    from seqprobe.records.intervals import wilson_interval
+
+    (in_tmp / "f.seqprobe.yaml").write_text(FAMILY_FILE, encoding="utf-8")
+    results = run("f.seqprobe.yaml", model=tiny_llama_bridge, interval_level=0.9).results
+    assert results.interval_level == 0.9
+    (case,) = results.cases
+    interval = wilson_interval(7, 7, level=0.9)
+    assert case.intervals == {"pass_rate": (interval.low, interval.high)}
+    assert case.details["intervals"] == {"pass_rate": {"level": 0.9, "method": "wilson", "n": 7}}
+    assert results.environment["command"].endswith("--dtype float32 --interval-level 0.9")
+    default = run("f.seqprobe.yaml", model=tiny_llama_bridge).results
+    assert default.interval_level == 0.95 and "--interval-level" not in default.environment["command"]
+
+
+def test_a_level_outside_0_and_1_is_refused_before_any_model_loads(in_tmp: Path) -> None:
+    with pytest.raises(ValueError, match=r"a probability between 0 and 1 \(e.g. 0.95\), got 95"):
+        run(CASE_FILE, model="no-such-model", interval_level=95)
 
 
 def test_a_bad_case_file_raises_before_any_model_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -88,7 +88,8 @@ def test_baseline_lifecycle(pytester: pytest.Pytester, model_dir: Path) -> None:
         [
             "case tomorrow::sunday (*days.seqprobe.yaml:5) on *",
             "  failed: regressed: rank(' Monday') * → * (tolerance 2)",
-            "  failed: regressed: logit_diff(' Monday') * → -10 (tolerance 0.5); to accept, rerun with --update-baseline",
+            "  failed: regressed: logit_diff(' Monday') * → -10 (tolerance 0.5)",
+            "  failed: regressed: logprob(' Monday') * → * (tolerance 0.5); to accept, rerun with --update-baseline",
             "*1 regressed (1 case)*",
         ]
     )
@@ -135,7 +136,7 @@ def test_report_writes_markdown_and_results(pytester: pytest.Pytester, model_dir
     results = json.loads((pytester.path / "reports" / "tiny.json").read_text(encoding="utf-8"))
     (case_file,) = results["case_files"]
     assert case_file.endswith("days.seqprobe.yaml")
-    assert set(results["cases"][0]["metrics"]) == {"p_answer", "rank", "logit_diff"}
+    assert set(results["cases"][0]["metrics"]) == {"p_answer", "rank", "logit_diff", "logprob"}
 
 
 def test_update_baseline_needs_a_file(pytester: pytest.Pytester) -> None:

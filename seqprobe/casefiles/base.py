@@ -2,19 +2,23 @@
 
 A case file's levels (file defaults → suite → case) cascade thresholds (`expect`), per-model
 thresholds (`model_expect`), known failures and baseline tolerances; a template case expands over
-cyclic sequences (`for_each: {day: days}`) into one case per binding. Every kind's parser builds
-its cases on `common_fields`, so ids, templates and per-model records work alike in every kind.
+sequences (`for_each: {day: days}`) into one case per binding in range: a binding whose placeholder
+would step past either end of a sequence that does not wrap is skipped, draws from one pool are
+distinct, and a template whose every binding is skipped is an error (`seqprobe.casefiles.bindings`).
+Every kind's parser builds its cases on `common_fields`, so ids, templates and per-model records
+work alike in every kind.
 """
 
 from __future__ import annotations
 
-import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from seqprobe.casefiles.sequences import CyclicSequence, substitute
+from seqprobe.casefiles.bindings import Binding, domains, every_binding, skipped_reason, written_offsets
+from seqprobe.casefiles.sequences import WordSequence, substitute
 from seqprobe.casefiles.validation import (
     check_keys,
     check_placeholders,
@@ -90,7 +94,7 @@ class EntryContext:
 
     path: str
     suite: str
-    sequences: Mapping[str, CyclicSequence]
+    sequences: Mapping[str, WordSequence]
     # Inherited thresholds, per-model thresholds, known failures and tolerances.
     expect: Mapping[str, float]
     model_expect: Mapping[str, Mapping[str, float]]
@@ -133,34 +137,48 @@ def _parse_known_failures(
     return records
 
 
+# An element's spaces become '_' in a case id, which may not hold spaces ("New York" -> new_york).
+_WHITESPACE = re.compile(r"\s+")
+
+
 @dataclass(frozen=True)
 class TemplateScope:
     """The variable bindings of one expansion of a template (empty for a written-out case)."""
 
-    bindings: Mapping[str, tuple[CyclicSequence, int]] = field(default_factory=dict)
+    bindings: Mapping[str, Binding] = field(default_factory=dict)
 
     def fill(self, ctx: EntryContext, node: SourceMap, key: str, text: str) -> str:
         check_placeholders(ctx.path, node, key, text, variables=list(self.bindings), binders="for_each")
         return substitute(text, self.bindings)
 
     def default_name(self) -> str:
-        return "-".join(sequence.at(index).lower() for sequence, index in self.bindings.values())
+        """The elements, lower-cased, joined by '-': `spring-monday`, `1900`, `mary-john`."""
+        return "-".join(_WHITESPACE.sub("_", sequence.at(index).lower()) for sequence, index in self.bindings.values())
 
 
 def expand_scopes(ctx: EntryContext, entry: SourceMap) -> list[TemplateScope]:
+    """One scope per `for_each` binding in range (see `seqprobe.casefiles.bindings`); one empty scope without."""
     if "for_each" not in entry:
         return [TemplateScope()]
     for_each = require_map(ctx.path, entry["for_each"], where="for_each", line=line_of(entry, "for_each"))
     if not for_each:
         raise ctx.error("for_each is empty; give at least one VAR: SEQUENCE", entry, "for_each")
-    axes: list[list[tuple[str, CyclicSequence, int]]] = []
-    for variable in for_each:
-        sequence = lookup_sequence(ctx.path, for_each, variable, ctx.sequences, key="for_each")
-        axes.append([(variable, sequence, index) for index in range(len(sequence))])
-    return [
-        TemplateScope({variable: (sequence, index) for variable, sequence, index in combination})
-        for combination in itertools.product(*axes)
+    variables = [
+        (variable, lookup_sequence(ctx.path, for_each, variable, ctx.sequences, key="for_each"))
+        for variable in for_each
     ]
+    # A patching case's `corrupt: {day: 2}` steps a for_each variable too: its shifted uses must
+    # stay in range, or the binding would have no corrupted prompt.
+    offsets = written_offsets(ctx.path, entry, dict(variables), shifts=entry.get("corrupt"))
+    axes = domains(variables, offsets)
+    scopes = [TemplateScope(bindings) for bindings in every_binding(axes)]
+    if not scopes:
+        raise ctx.error(
+            f"every binding of for_each is skipped: {skipped_reason(axes, offsets)}",
+            entry,
+            "for_each",
+        )
+    return scopes
 
 
 def common_fields(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> dict[str, Any]:

@@ -1,4 +1,10 @@
-"""The completion kind: a prompt whose next token should be the answer, ahead of each distractor."""
+"""The completion kind: a prompt the model should continue with the answer, ahead of each distractor.
+
+Answers and distractors are continuations of any length (" Monday", " Buenos Aires"), scored by
+their teacher-forced log-probability (`seqprobe.engine.continuations`). Whether an answer is one
+token is the model's tokenizer's to say, so bars that need one token (`max_rank`,
+`min_logit_diff`) are checked when the model is loaded, not here.
+"""
 
 from __future__ import annotations
 
@@ -13,16 +19,21 @@ __all__ = ["CompletionCase", "parse_completion"]
 
 @dataclass(frozen=True)
 class CompletionCase(Case):
-    """A prompt whose next token should be `answer`, ahead of each distractor."""
+    """A prompt the model should continue with `answer`, ahead of each distractor."""
 
     prompt: str = ""
     answer: str = ""
     distractors: tuple[str, ...] = ()
+    # The bars the case's own `expect` and `model_expect` set; the others it inherits from its
+    # suite or the file's defaults, which a message about a bar that does not fit must tell apart.
+    own_bars: frozenset[str] = frozenset()
 
     kind = "completion"
 
 
 KEYS = ("prompt", "answer", "distractors")
+# Bars that compare the answer with distractors, so a case holding one needs a distractor.
+DISTRACTOR_BARS = ("min_logit_diff", "min_logprob_diff")
 
 
 def parse_completion(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> Case:
@@ -32,13 +43,31 @@ def parse_completion(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) 
         raise ctx.error("prompt is empty; a case needs text for the model to continue", entry, "prompt")
     answer = scope.fill(ctx, entry, "answer", get_str(ctx.path, entry, "answer", where="a completion case") or "")
     if not answer:
-        raise ctx.error("answer is empty; give the expected next token, e.g. ' Monday'", entry, "answer")
+        raise ctx.error(
+            "answer is empty; give the expected continuation with its leading space, e.g. ' Monday' or ' Buenos Aires'",
+            entry,
+            "answer",
+        )
     distractors = tuple(
         scope.fill(ctx, entry, "distractors", text)
         for text in get_str_list(ctx.path, entry, "distractors", where="a completion case")
     )
+    if "" in distractors:
+        raise ctx.error(
+            f"distractor {distractors.index('') + 1} is empty; give a wrong continuation, e.g. ' Sunday'",
+            entry,
+            "distractors",
+        )
     if answer in distractors:
         raise ctx.error(f"answer {answer!r} is also listed as a distractor", entry, "distractors")
-    if not distractors and "min_logit_diff" in (entry.get("expect") or {}):
-        raise ctx.error("min_logit_diff needs at least one distractor to compare against", entry, "expect")
-    return CompletionCase(**common, prompt=prompt, answer=answer, distractors=distractors)
+    own = entry.get("expect") or {}
+    for bar in DISTRACTOR_BARS:
+        if not distractors and bar in own:
+            raise ctx.error(f"{bar} needs at least one distractor to compare against", entry, "expect")
+    return CompletionCase(**common, prompt=prompt, answer=answer, distractors=distractors, own_bars=_own_bars(entry))
+
+
+def _own_bars(entry: SourceMap) -> frozenset[str]:
+    """The bars `entry` sets itself, in `expect` or any model's `model_expect` (both validated by now)."""
+    per_model = entry.get("model_expect") or {}
+    return frozenset(entry.get("expect") or {}).union(*(values for values in per_model.values()))

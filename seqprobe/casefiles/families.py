@@ -17,6 +17,11 @@ model gets it right:
 Invariance and direction checks take `alternatives` and `over` too: every variant is one
 (prompt, perturbed) pair, and the check holds when at least `min_pass_rate` of the pairs do.
 
+An `over` variable takes the elements in range (`seqprobe.casefiles.bindings`): on a sequence that
+does not wrap, an element whose `{n+1}` would step past the end makes no variant, and variables
+drawn from one pool (`over: {a: names, b: names}`) take distinct elements; a check left with no
+variant is an error.
+
 A check with at most `sample.size` variants (256 by default) runs every one of them; a larger one
 runs a uniform random sample of that size, drawn with `sample.seed`, so reruns see the same variants
 (`seqprobe.casefiles.sampling`, with the variant space).
@@ -34,8 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from seqprobe.casefiles.base import Case, EntryContext, TemplateScope, common_fields
+from seqprobe.casefiles.bindings import Binding, Domain, domains, skipped_reason, written_offsets
 from seqprobe.casefiles.sampling import Slot, Variant, VariantSpace, uniform_sample
-from seqprobe.casefiles.sequences import CyclicSequence, find_placeholders, substitute
+from seqprobe.casefiles.sequences import find_placeholders, substitute
 from seqprobe.casefiles.validation import (
     check_keys,
     check_placeholders,
@@ -262,7 +268,7 @@ def _parse_alternatives(ctx: EntryContext, entry: SourceMap) -> tuple[Slot, ...]
 
 def _parse_over(
     ctx: EntryContext, scope: TemplateScope, entry: SourceMap, *, slots: Sequence[Slot]
-) -> tuple[tuple[str, CyclicSequence], ...]:
+) -> tuple[tuple[str, Domain], ...]:
     if "over" not in entry:
         return ()
     node = require_map(ctx.path, entry["over"], where="over", line=line_of(entry, "over"))
@@ -275,7 +281,11 @@ def _parse_over(
         if name in {slot.name for slot in slots}:
             raise ctx.error(f"over: {name} is also an alternatives slot; give one of them another name", node, name)
         over.append((name, lookup_sequence(ctx.path, node, name, ctx.sequences, key="over")))
-    return tuple(over)
+    offsets = written_offsets(ctx.path, entry, dict(over))
+    axes = domains(over, offsets, bound=scope.bindings)
+    if not all(len(domain) for _, domain in axes):
+        raise ctx.error(f"every variant of over is skipped: {skipped_reason(axes, offsets)}", entry, "over")
+    return axes
 
 
 def _parse_sample(ctx: EntryContext, entry: SourceMap) -> tuple[int, int]:
@@ -328,10 +338,10 @@ def _check_placeholders(
     )
 
 
-def _over_bindings(space: VariantSpace) -> Iterator[dict[str, tuple[CyclicSequence, int]]]:
-    for elements in itertools.product(*(range(len(sequence)) for _, sequence in space.over)):
+def _over_bindings(space: VariantSpace) -> Iterator[dict[str, Binding]]:
+    for elements in itertools.product(*(range(len(domain)) for _, domain in space.over)):
         yield space.bindings(Variant(tuple(0 for _ in space.slots), elements))
 
 
-def _named(bindings: Mapping[str, tuple[CyclicSequence, int]]) -> str:
+def _named(bindings: Mapping[str, Binding]) -> str:
     return ", ".join(f"{name}={sequence.at(index)}" for name, (sequence, index) in bindings.items()) or "this case"

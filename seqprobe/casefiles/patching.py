@@ -11,33 +11,21 @@ Sunday" into "Today it is Tuesday") — and a list of claims checked on them:
       - logit_lens: {min_logit_diff: 1.0, by_layer: 0.8}
       - direct_attribution: {head: L9H1, min_logit_diff: 0.1}
 
-Layers are integers (0-based; negative counts from the end) or fractions of depth written with a
-decimal point (0.5 = halfway), so one claim can hold across models of different sizes. This module
-only parses (no torch); `seqprobe.checks.patching` runs the cases.
+The claims are parsed in `seqprobe.casefiles.claims`. This module only parses (no torch);
+`seqprobe.checks.patching` runs the cases.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
 
 from seqprobe.casefiles.base import Case, EntryContext, TemplateScope, common_fields
-from seqprobe.casefiles.validation import check_keys, get_number, get_str, lookup_sequence, require_map
+from seqprobe.casefiles.bindings import domains, every_binding, skipped_reason, written_offsets
+from seqprobe.casefiles.claims import Claim, parse_claims
+from seqprobe.casefiles.validation import check_keys, get_str, lookup_sequence, require_map
 from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of
-from seqprobe.errors import CaseFileError
-from seqprobe.vocabulary.heads import LayerSpec, format_head, parse_head
-from seqprobe.vocabulary.sites import METHODS, POSITION_NAMES, POSITION_SITES, SITES
 
-__all__ = [
-    "AttributionClaim",
-    "Claim",
-    "LayerSpec",
-    "LogitLensClaim",
-    "PairSpec",
-    "PatchClaim",
-    "PatchingCase",
-    "parse_patching",
-]
+__all__ = ["PairSpec", "PatchingCase", "parse_patching"]
 
 
 @dataclass(frozen=True)
@@ -49,218 +37,11 @@ class PairSpec:
 
 
 @dataclass(frozen=True)
-class PatchClaim:
-    """Patching `site` from the clean run recovers at least `min_recovery`, or ranks a head high."""
-
-    text: str
-    site: str
-    # Position sites: which position and which layers ([first, last], inclusive).
-    at: str | int | None = None
-    layers: tuple[LayerSpec, LayerSpec] | None = None
-    # "every" layer in range must reach the bar, or "some" layer must.
-    require: Literal["every", "some"] = "every"
-    # Head sites: the heads patched together, or one head and the rank it must reach.
-    heads: tuple[tuple[int, int], ...] = ()
-    top_k: int | None = None
-    min_recovery: float | None = None
-    # "attribution" only when the case file asks for the gradient estimate by name.
-    method: Literal["exact", "attribution"] = "exact"
-
-
-@dataclass(frozen=True)
-class LogitLensClaim:
-    """The logit lens's answer − distractor logit difference reaches `min_logit_diff` by `by_layer`."""
-
-    text: str
-    min_logit_diff: float
-    by_layer: LayerSpec
-
-
-@dataclass(frozen=True)
-class AttributionClaim:
-    """A head's or a component's direct logit attribution is at least `min_logit_diff`."""
-
-    text: str
-    min_logit_diff: float
-    head: tuple[int, int] | None = None
-    # "embed", "L3_attn", "L3_mlp" (see seqprobe.engine.attribution.DirectAttribution).
-    component: str | None = None
-
-
-Claim = PatchClaim | LogitLensClaim | AttributionClaim
-
-
-@dataclass(frozen=True)
 class PatchingCase(Case):
     pairs: tuple[PairSpec, ...] = ()
     claims: tuple[Claim, ...] = ()
 
     kind = "patching"
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-def _layer(ctx: EntryContext, node: SourceMap, key: str, value: Any, *, where: str) -> LayerSpec:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ctx.error(
-            f"{key} in {where}: a layer is an integer (0-based, negative from the end) or a fraction of depth "
-            f"between 0.0 and 1.0, found {value!r}",
-            node,
-            key,
-        )
-    if isinstance(value, float) and not 0.0 <= value <= 1.0:
-        raise ctx.error(f"{key} in {where}: a fractional layer is between 0.0 and 1.0, found {value!r}", node, key)
-    return value
-
-
-def _heads(ctx: EntryContext, node: SourceMap, key: str, *, where: str) -> tuple[tuple[int, int], ...]:
-    raw = node[key]
-    names = raw if isinstance(raw, list) else [raw]
-    heads = []
-    for name in names:
-        head = parse_head(name) if isinstance(name, str) else None
-        if head is None:
-            raise ctx.error(
-                f"{key} in {where}: heads are written L<layer>H<head> (e.g. L5H3), found {name!r}", node, key
-            )
-        heads.append(head)
-    return tuple(heads)
-
-
-def _parse_patch(ctx: EntryContext, node: SourceMap, *, where: str) -> PatchClaim:
-    check_keys(
-        ctx.path,
-        node,
-        ("site", "at", "layers", "require", "heads", "head", "top_k", "min_recovery", "method"),
-        where=where,
-    )
-    site = get_str(ctx.path, node, "site", where=where)
-    if site not in SITES:
-        raise ctx.error(f"site {site!r} in {where} is not a patching site; sites: {', '.join(SITES)}", node, "site")
-    method = get_str(ctx.path, node, "method", where=where, required=False) or "exact"
-    if method not in METHODS:
-        raise ctx.error(f"method in {where} is 'exact' (default) or 'attribution', found {method!r}", node, "method")
-    fields: dict[str, Any] = {"site": site, "method": method}
-    if "min_recovery" in node:
-        fields["min_recovery"] = float(get_number(ctx.path, node, "min_recovery", where=where))
-    if site in POSITION_SITES:
-        for key in ("heads", "head", "top_k"):
-            if key in node:
-                raise ctx.error(f"{key} belongs to head sites (z, v, pattern), not {site}", node, key)
-        at = node.get("at")
-        if not (at in POSITION_NAMES or (isinstance(at, int) and not isinstance(at, bool))):
-            raise ctx.error(
-                f"at in {where} names the position: 'substituted' (the first token that differs), 'final', or an index; found {at!r}",
-                node,
-                "at" if "at" in node else None,
-            )
-        layers = node.get("layers")
-        if not (isinstance(layers, list) and len(layers) == 2):
-            raise ctx.error(
-                f"layers in {where} is [first, last] (inclusive), found {layers!r}",
-                node,
-                "layers" if "layers" in node else None,
-            )
-        require = node.get("require", "every")
-        if require not in ("every", "some"):
-            raise ctx.error(f"require in {where} is 'every' (default) or 'some', found {require!r}", node, "require")
-        if "min_recovery" not in node:
-            raise ctx.error(f"{where} needs min_recovery", node)
-        fields |= {
-            "at": at,
-            "layers": tuple(_layer(ctx, node, "layers", value, where=where) for value in layers),
-            "require": require,
-        }
-        layer_text = f"layers {layers[0]}..{layers[1]}"
-        text = f"{site} at {at}, {require} layer in {layer_text}, recovers ≥ {fields['min_recovery']:g}"
-    else:
-        for key in ("at", "layers", "require"):
-            if key in node:
-                raise ctx.error(
-                    f"{key} belongs to position sites (resid_pre, attn_out, mlp_out), not {site}", node, key
-                )
-        if ("heads" in node) == ("head" in node):
-            raise ctx.error(f"{where} names `heads: [...]` (patched together) or `head:` with `top_k:`", node)
-        if "heads" in node:
-            if "min_recovery" not in node or "top_k" in node:
-                raise ctx.error(
-                    f"`heads:` in {where} takes min_recovery (the heads patched together), not top_k", node, "heads"
-                )
-            if method == "attribution":
-                raise ctx.error(
-                    "heads patched together are measured exactly; method: attribution applies to sweeps", node, "method"
-                )
-            fields["heads"] = _heads(ctx, node, "heads", where=where)
-            names = "+".join(format_head(layer, head) for layer, head in fields["heads"])
-            text = f"{site} of {names} together recovers ≥ {fields['min_recovery']:g}"
-        else:
-            if "top_k" not in node or "min_recovery" in node:
-                raise ctx.error(
-                    f"`head:` in {where} takes top_k (its rank among all heads), not min_recovery", node, "head"
-                )
-            fields["heads"] = _heads(ctx, node, "head", where=where)
-            fields["top_k"] = int(get_number(ctx.path, node, "top_k", where=where, integer=True))
-            ((layer, head),) = fields["heads"]
-            text = f"{format_head(layer, head)} is among the top {fields['top_k']} heads by {site} recovery"
-    if method == "attribution":
-        text += " (attribution patching)"
-    return PatchClaim(text=text, **fields)
-
-
-def _parse_logit_lens(ctx: EntryContext, node: SourceMap, *, where: str) -> LogitLensClaim:
-    check_keys(ctx.path, node, ("min_logit_diff", "by_layer"), where=where)
-    for key in ("min_logit_diff", "by_layer"):
-        if key not in node:
-            raise ctx.error(f"{where} needs {key}", node)
-    threshold = float(get_number(ctx.path, node, "min_logit_diff", where=where))
-    by_layer = _layer(ctx, node, "by_layer", node["by_layer"], where=where)
-    return LogitLensClaim(
-        text=f"logit lens reaches {threshold:g} by layer {by_layer}", min_logit_diff=threshold, by_layer=by_layer
-    )
-
-
-def _parse_attribution(ctx: EntryContext, node: SourceMap, *, where: str) -> AttributionClaim:
-    check_keys(ctx.path, node, ("head", "component", "min_logit_diff"), where=where)
-    if ("head" in node) == ("component" in node) or "min_logit_diff" not in node:
-        raise ctx.error(
-            f"{where} names one `head:` (L5H3) or one `component:` (embed, L3_attn, L3_mlp), and min_logit_diff", node
-        )
-    threshold = float(get_number(ctx.path, node, "min_logit_diff", where=where))
-    if "head" in node:
-        (head,) = _heads(ctx, node, "head", where=where)
-        return AttributionClaim(
-            text=f"direct attribution of {format_head(*head)} ≥ {threshold:g}", min_logit_diff=threshold, head=head
-        )
-    component = get_str(ctx.path, node, "component", where=where)
-    return AttributionClaim(
-        text=f"direct attribution of {component} ≥ {threshold:g}", min_logit_diff=threshold, component=component
-    )
-
-
-_CLAIM_PARSERS = {"patch": _parse_patch, "logit_lens": _parse_logit_lens, "direct_attribution": _parse_attribution}
-
-
-def _parse_claims(ctx: EntryContext, entry: SourceMap) -> tuple[Claim, ...]:
-    claims = entry.get("claims")
-    if not isinstance(claims, SourceList) or not claims:
-        raise ctx.error(
-            "a patching case needs `claims:`, a list of patch / logit_lens / direct_attribution claims",
-            entry,
-            "claims" if "claims" in entry else None,
-        )
-    parsed = []
-    for claim, line in zip(claims, claims.item_lines, strict=True):
-        if not (isinstance(claim, SourceMap) and len(claim) == 1 and next(iter(claim)) in _CLAIM_PARSERS):
-            raise CaseFileError(
-                f"each claim is one of {', '.join(_CLAIM_PARSERS)} with its settings, e.g. `- patch: {{site: resid_pre, ...}}`; found {claim!r}",
-                path=ctx.path,
-                line=line,
-            )
-        ((kind, settings),) = claim.items()
-        body = require_map(ctx.path, settings, where=f"a {kind} claim", line=line_of(claim, kind))
-        parsed.append(_CLAIM_PARSERS[kind](ctx, body, where=f"a {kind} claim"))
-    return tuple(parsed)
 
 
 def _explicit_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> tuple[PairSpec, ...]:
@@ -304,6 +85,7 @@ def _template_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
                 f"corrupt: {variable}: the shift is a non-zero whole number, found {shift!r}", corrupt, variable
             )
     pairs = []
+    # The domains keep every clean and shifted placeholder in range (bindings.written_offsets).
     for clean_scope in pooled:
         shifted = TemplateScope(
             {name: (sequence, index + corrupt.get(name, 0)) for name, (sequence, index) in clean_scope.bindings.items()}
@@ -323,16 +105,20 @@ def _template_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
 
 
 def _pool_scopes(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> list[TemplateScope]:
-    """`over: {day: days}` pools one pair per element into this one case (the metric averages them)."""
+    """`over: {day: days}` pools one pair per element in range into this one case (the metric
+    averages them); on a sequence that does not wrap, an element whose clean or corrupted
+    placeholder steps past an end makes no pair."""
     if "over" not in entry:
         return [scope]
     over = require_map(ctx.path, entry["over"], where="over", line=line_of(entry, "over"))
-    scopes = [scope]
-    for variable in over:
-        sequence = lookup_sequence(ctx.path, over, variable, ctx.sequences, key="over")
-        scopes = [
-            TemplateScope({**s.bindings, variable: (sequence, index)}) for s in scopes for index in range(len(sequence))
-        ]
+    variables = [(variable, lookup_sequence(ctx.path, over, variable, ctx.sequences, key="over")) for variable in over]
+    offsets = written_offsets(ctx.path, entry, dict(variables), shifts=entry.get("corrupt"))
+    axes = domains(variables, offsets, bound=scope.bindings)
+    scopes = [TemplateScope(bindings) for bindings in every_binding(axes, bound=scope.bindings)]
+    if not scopes:
+        raise ctx.error(
+            f"every pair of over is skipped (the corrupt: shifts count): {skipped_reason(axes, offsets)}", entry, "over"
+        )
     return scopes
 
 
@@ -350,4 +136,4 @@ def parse_patching(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) ->
         pairs = _explicit_pairs(ctx, scope, entry)
     else:
         pairs = _template_pairs(ctx, scope, entry)
-    return PatchingCase(**common, pairs=pairs, claims=_parse_claims(ctx, entry))
+    return PatchingCase(**common, pairs=pairs, claims=parse_claims(ctx, entry))

@@ -26,8 +26,8 @@ from seqprobe.casefiles.base import (
     expand_scopes,
 )
 from seqprobe.casefiles.kinds import CASE_KINDS, COMMON_ENTRY_KEYS
-from seqprobe.casefiles.sequences import BUILTIN_SEQUENCES, CyclicSequence
-from seqprobe.casefiles.validation import check_keys, describe, require_map, suggest
+from seqprobe.casefiles.sequences import BUILTIN_SEQUENCES, WordSequence
+from seqprobe.casefiles.validation import check_keys, parse_sequence, require_map, suggest
 from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of, load_yaml
 from seqprobe.errors import CaseFileError
 
@@ -72,22 +72,14 @@ FILE_KEYS = ("sequences", "defaults", "suites")
 SUITE_KEYS = ("description", "cases", *LEVEL_KEYS)
 
 
-def _parse_sequences(path: str, node: Any, *, line: int) -> dict[str, CyclicSequence]:
+def _parse_sequences(path: str, node: Any, *, line: int) -> dict[str, WordSequence]:
+    """The built-in sequences, and the file's own (which replace a built-in of the same name)."""
     sequences = dict(BUILTIN_SEQUENCES)
     if node is None:
         return sequences
     mapping = require_map(path, node, where="sequences", line=line)
-    for name, elements in mapping.items():
-        if not isinstance(elements, list) or len(elements) < 2 or not all(isinstance(e, str) for e in elements):
-            raise CaseFileError(
-                f"sequence {name!r} must be a list of at least two strings, found {describe(elements)}",
-                path=path,
-                line=line_of(mapping, name),
-            )
-        try:
-            sequences[name] = CyclicSequence(name, tuple(elements))
-        except ValueError as error:
-            raise CaseFileError(str(error), path=path, line=line_of(mapping, name)) from None
+    for name, spec in mapping.items():
+        sequences[name] = parse_sequence(path, name, spec, line=line_of(mapping, name))
     return sequences
 
 

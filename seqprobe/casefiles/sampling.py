@@ -1,7 +1,11 @@
 """A check's variants: the space its slots and sequences span, and the uniform sample a large one runs.
 
 A variant is one choice per alternatives slot and one element per `over` variable; a family,
-invariance or direction check is the same template rendered at every variant of its space.
+invariance or direction check is the same template rendered at every variant of its space. An
+`over` variable ranges over its domain (`seqprobe.casefiles.bindings`): on a sequence that does not
+wrap, the elements whose every placeholder stays inside it; from a pool, the elements that the
+variables before it have not drawn. A variant holds a coordinate in each domain, so every variant
+of the space is in range and distinct draws stay distinct.
 
 A check with more variants than its sample size runs a uniform random sample drawn with its
 seed, so the sample's pass rate estimates the whole family's without bias. Hypothesis's own
@@ -20,7 +24,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from random import Random
 
-from seqprobe.casefiles.sequences import CyclicSequence, find_placeholders, substitute
+from seqprobe.casefiles.bindings import Binding, Domain, bind
+from seqprobe.casefiles.sequences import WordSequence, find_placeholders, substitute
 
 __all__ = ["Slot", "Variant", "VariantSpace", "uniform_sample"]
 
@@ -45,7 +50,7 @@ class Variant:
 
     # Index into each slot's alternatives, in the order the file lists the slots.
     choices: tuple[int, ...]
-    # Index into each `over` variable's sequence.
+    # A coordinate in each `over` variable's domain (its index there, for a whole sequence).
     elements: tuple[int, ...]
 
     @property
@@ -56,34 +61,48 @@ class Variant:
 
 @dataclass(frozen=True)
 class VariantSpace:
-    """The variants of one check: its slots crossed with its `over` sequences."""
+    """The variants of one check: its slots crossed with its `over` variables' domains."""
 
     slots: tuple[Slot, ...] = ()
-    over: tuple[tuple[str, CyclicSequence], ...] = ()
+    # Each `over` variable and its domain; a bare sequence given here stands for its whole domain.
+    over: tuple[tuple[str, Domain], ...] = ()
     # The bindings `for_each` gave this expansion of the entry; the same for every variant.
-    fixed: Mapping[str, tuple[CyclicSequence, int]] = field(default_factory=dict)
+    fixed: Mapping[str, Binding] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        over = tuple(
+            (name, Domain.whole(domain) if isinstance(domain, WordSequence) else domain) for name, domain in self.over
+        )
+        object.__setattr__(self, "over", over)
+
+    def _sizes(self) -> list[int]:
+        """How many values each coordinate takes: slots first, then `over` variables."""
+        return [len(slot.alternatives) for slot in self.slots] + [len(domain) for _, domain in self.over]
 
     def __len__(self) -> int:
-        return math.prod(len(slot.alternatives) for slot in self.slots) * math.prod(len(seq) for _, seq in self.over)
+        return math.prod(self._sizes())
 
     def __iter__(self) -> Iterator[Variant]:
         choices = itertools.product(*(range(len(slot.alternatives)) for slot in self.slots))
-        elements = itertools.product(*(range(len(sequence)) for _, sequence in self.over))
+        elements = itertools.product(*(range(len(domain)) for _, domain in self.over))
         return (Variant(choice, element) for choice, element in itertools.product(choices, elements))
 
     def variant_at(self, index: int) -> Variant:
         """The variant `index` places into the iteration order (the last coordinate varies fastest)."""
-        sizes = [len(slot.alternatives) for slot in self.slots] + [len(sequence) for _, sequence in self.over]
         coordinates = []
-        for size in reversed(sizes):
+        for size in reversed(self._sizes()):
             index, coordinate = divmod(index, size)
             coordinates.append(coordinate)
         coordinates.reverse()
         return Variant(tuple(coordinates[: len(self.slots)]), tuple(coordinates[len(self.slots) :]))
 
-    def bindings(self, variant: Variant) -> dict[str, tuple[CyclicSequence, int]]:
-        over = {name: (sequence, index) for (name, sequence), index in zip(self.over, variant.elements, strict=True)}
-        return {**self.fixed, **over}
+    def bindings(self, variant: Variant) -> dict[str, Binding]:
+        return bind(self.over, variant.elements, bound=self.fixed)
+
+    def words(self, variant: Variant) -> dict[str, str]:
+        """What each `over` variable is at `variant`: variable -> element."""
+        bindings = self.bindings(variant)
+        return {name: bindings[name][0].at(bindings[name][1]) for name, _ in self.over}
 
     def render(self, template: str, variant: Variant) -> str:
         """`template` with each slot's chosen alternative and every variable filled in."""
@@ -108,9 +127,7 @@ class VariantSpace:
         chosen = {
             slot.name: slot.alternatives[choice] for slot, choice in zip(self.slots, variant.choices, strict=True)
         }
-        return chosen | {
-            name: sequence.at(index) for (name, sequence), index in zip(self.over, variant.elements, strict=True)
-        }
+        return chosen | self.words(variant)
 
 
 def uniform_sample(space: VariantSpace, *, size: int, seed: int) -> list[Variant]:

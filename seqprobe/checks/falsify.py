@@ -98,8 +98,8 @@ def _choices(case: VariantCheck, variant: Variant) -> list[str]:
     for slot, choice in zip(case.space.slots, variant.choices, strict=True):
         which = "the first" if choice == 0 else f"{choice + 1} of {len(slot.alternatives)}"
         lines.append(f"{slot.name} = {slot.alternatives[choice]!r} (alternative {which})")
-    for (name, sequence), index in zip(case.space.over, variant.elements, strict=True):
-        lines.append(f"{name} = {sequence.at(index)}")
+    for name, word in case.space.words(variant).items():
+        lines.append(f"{name} = {word}")
     return lines
 
 

@@ -13,6 +13,12 @@ forward passes for hundreds of prompts:
 
 A check's pass rate is the share of its variants that pass; below `min_pass_rate` the check fails,
 and `seqprobe.checks.falsify` finds the smallest failing variant to show as the falsifying example.
+
+The pass rate carries its Wilson interval at the run's `interval_level`, a direction check's mean
+margin its bootstrap interval over the variants (`seqprobe.records.intervals`): the variants run
+stand for the phrasings one could write. With `confidence` in the case's expect, the check holds
+only when the lower bound of the pass rate's Wilson interval at that level reaches
+`min_pass_rate`: 9 of 10 variants is a pass rate of 0.9, but at 95% confidence only of 0.596.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ from seqprobe.engine.scoring import (
     prompt_token_ids,
     score_completions,
 )
+from seqprobe.errors import CaseFileError
+from seqprobe.records.intervals import DEFAULT_LEVEL, Interval, bootstrap_interval, format_level, wilson_interval
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -220,11 +228,13 @@ def run_variant_checks(
     cases: Sequence[Case],
     *,
     detail: bool = False,
+    interval_level: float = DEFAULT_LEVEL,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, CheckOutcome]:
     """Run family, invariance and direction cases: one batched pass, then shrink what fails.
 
     A `seqprobe.checks.outcome.Runner`; these checks have no figures, so `detail` changes nothing.
+    Pass rates and margins get intervals at `interval_level`.
     """
     bridge = model.bridge
 
@@ -238,34 +248,53 @@ def run_variant_checks(
         prompt, answer = _headline(case)
         # Guarded too: a variant tried while shrinking may not suit the model.
         outcomes[case.case_id] = guarded(
-            partial(_outcome, bridge, model_name, case, results, batch_size=batch_size), prompt=prompt, answer=answer
+            partial(_outcome, bridge, model_name, case, results, batch_size=batch_size, level=interval_level),
+            prompt=prompt,
+            answer=answer,
         )
     return outcomes
 
 
 def _outcome(
-    bridge: TransformerBridge, model_name: str, case: VariantCheck, results: Sequence[VariantResult], *, batch_size: int
+    bridge: TransformerBridge,
+    model_name: str,
+    case: VariantCheck,
+    results: Sequence[VariantResult],
+    *,
+    batch_size: int,
+    level: float,
 ) -> CheckOutcome:
-    bar = case.expect_for(model_name)["min_pass_rate"]
-    rate = sum(result.passed for result in results) / len(results)
+    expect = case.expect_for(model_name)
+    bar = expect["min_pass_rate"]
+    passed, run = sum(result.passed for result in results), len(results)
+    rate = passed / run
     failing = sorted((result for result in results if not result.passed), key=_simplicity)
     metrics = {"pass_rate": rate}
+    intervals = {"pass_rate": wilson_interval(passed, run, level=level)}
     if isinstance(case, DirectionCase):
-        metrics["margin"] = sum(result.value for result in results) / len(results)
+        margins = [result.value for result in results]
+        metrics["margin"] = sum(margins) / run
+        intervals["margin"] = bootstrap_interval(margins, level=level)
     details: dict[str, Any] = {
         "variants_total": len(case.space),
-        "variants_run": len(results),
+        "variants_run": run,
         "sampled": case.sampled,
         "seed": case.seed,
         "failing_variants": [result.prompt for result in failing],
     }
+    judged = _judged(case, expect, passed, run)
     failures: list[str] = []
     explanation = ""
-    if rate < bar:
+    if judged is not None and judged.low < bar:
         failures.append(
-            f"pass rate {rate:.3f} ({len(results) - len(failing)} of {len(results)} variants) < min_pass_rate {bar:g} "
-            f"(short by {bar - rate:.3f})"
+            f"pass rate {rate:.3f} ({passed} of {run} variants), {format_level(judged.level)} interval "
+            f"[{judged.low:.3f}, {judged.high:.3f}]: lower bound {judged.low:.3f} < min_pass_rate {bar:g}"
         )
+    elif judged is None and rate < bar:
+        failures.append(
+            f"pass rate {rate:.3f} ({passed} of {run} variants) < min_pass_rate {bar:g} (short by {bar - rate:.3f})"
+        )
+    if failures and failing:
         smallest, tried = falsify(
             case,
             results,
@@ -278,6 +307,15 @@ def _outcome(
         explanation = explain(
             case, rate=rate, bar=bar, results=results, failing=failing, smallest=smallest, tried=tried
         )
+        if judged is not None:
+            first, rest = explanation.split("\n", 1)
+            explanation = f"{first}\n{_judged_line(judged, bar)}\n{rest}"
+    elif failures and judged is not None:
+        explanation = (
+            f"All {run} variants passed, but {run} are too few to show a pass rate of {bar:g}:\n"
+            f"{_judged_line(judged, bar)}\nRun more variants (more alternatives, a larger sample.size) "
+            "or ask for less confidence."
+        )
     prompt, answer = _headline(case)
     return CheckOutcome(
         metrics=metrics,
@@ -286,6 +324,29 @@ def _outcome(
         details=details,
         prompt=prompt,
         answer=answer,
+        intervals=intervals,
+    )
+
+
+def _judged(case: VariantCheck, expect: Any, passed: int, run: int) -> Interval | None:
+    """The pass rate's Wilson interval at the case's `confidence`, or None when it asks for none."""
+    confidence = expect.get("confidence")
+    if confidence is None:
+        return None
+    if not 0 < confidence < 1:
+        raise CaseFileError(
+            f"case {case.name!r}: confidence={confidence!r}; give a probability between 0 and 1, e.g. confidence: 0.95",
+            path=case.location.path,
+            line=case.location.line,
+        )
+    return wilson_interval(passed, run, level=confidence)
+
+
+def _judged_line(judged: Interval, bar: float) -> str:
+    holds = "<" if judged.low < bar else "≥"
+    return (
+        f"Judged by the lower bound of the pass rate's {format_level(judged.level)} Wilson interval "
+        f"[{judged.low:.3f}, {judged.high:.3f}] over {judged.n} variants: {judged.low:.3f} {holds} min_pass_rate {bar:g}"
     )
 
 

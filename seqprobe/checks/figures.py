@@ -4,8 +4,11 @@ Each picture answers one question of the study, on the same metric as the claims
 
 - one heatmap per patching site: where the clean−corrupted difference lives (recovery by layer and
   position, or by layer and head);
+- the residual stream's recovery at the substituted token by layer, with each layer's interval
+  over pairs as error bars: how sure the handful of pairs makes the curve;
 - the logit lens: from which layer the residual stream already names the answer over the distractor;
-- direct logit attribution by component and by head: who writes the final logit difference;
+- direct logit attribution by component and by head: who writes the final logit difference (these
+  two read one answer logit, so they are drawn for one-token answers and distractors only);
 - z against v and against pattern patching, per head: whether a head moves what it reads (near
   y = x) or changes where it looks;
 - the attention patterns of the heads whose output recovers most.
@@ -20,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 from jaxtyping import Float
 from torch import Tensor
 
-from seqprobe.engine.patching import head_columns
+from seqprobe.checks.judging import recovery_interval
+from seqprobe.engine.patching import SweepResult, head_columns
 from seqprobe.records.figure_specs import AttentionHead, AttentionSpec, HeatmapSpec, LineSpec, ScatterSpec
+from seqprobe.records.intervals import DEFAULT_LEVEL
 from seqprobe.vocabulary.heads import format_head, format_layer
 from seqprobe.vocabulary.sites import POSITION_SITES
 
@@ -34,10 +39,9 @@ __all__ = ["TOP_HEADS_SHOWN", "figures"]
 TOP_HEADS_SHOWN = 3
 
 
-def figures(evidence: Evidence, *, n_pairs: int) -> list[dict[str, Any]]:
+def figures(evidence: Evidence, *, n_pairs: int, level: float = DEFAULT_LEVEL) -> list[dict[str, Any]]:
     """The study's pictures as JSON specs; needs evidence gathered with `everything=True`."""
     sweeps, runs = evidence.sweeps, evidence.runs
-    assert evidence.lens is not None and evidence.attribution is not None
     specs: list[Any] = []
     for site, sweep in sweeps.items():
         position = site in POSITION_SITES
@@ -53,40 +57,8 @@ def figures(evidence: Evidence, *, n_pairs: int) -> list[dict[str, Any]]:
                 colorbar_label="recovery",
             )
         )
-    lens = evidence.lens.logit_diff
-    specs.append(
-        LineSpec(
-            name="logit_lens",
-            title="Logit lens: logit(answer) − logit(distractor) from the residual stream",
-            x_labels=(*_layers(len(lens) - 1), "final"),
-            values=tuple(float(v) for v in lens),
-            x_label="Residual stream entering layer",
-            y_label="logit difference",
-        )
-    )
-    attribution = evidence.attribution
-    specs.append(
-        LineSpec(
-            name="dla_components",
-            title="Direct logit attribution by component",
-            x_labels=attribution.labels,
-            values=tuple(float(v) for v in attribution.by_component),
-            x_label="Component",
-            y_label="logit difference",
-        )
-    )
-    specs.append(
-        HeatmapSpec(
-            name="dla_heads",
-            title="Direct logit attribution by head",
-            values=_rows(attribution.by_head),
-            row_labels=_layers(attribution.by_head.shape[0]),
-            col_labels=head_columns(attribution.by_head.shape[1]),
-            x_label="Head",
-            y_label="Layer",
-            colorbar_label="logit difference",
-        )
-    )
+    specs.append(_substituted_by_layer(sweeps["resid_pre"], level))
+    specs += _linear_views(evidence)
     z = sweeps["z"].recovery
     head_labels = tuple(format_head(layer, head) for layer in range(z.shape[0]) for head in range(z.shape[1]))
     for other, meaning in (("v", "value"), ("pattern", "attention pattern")):
@@ -118,6 +90,74 @@ def figures(evidence: Evidence, *, n_pairs: int) -> list[dict[str, Any]]:
         )
     )
     return [spec.to_json() for spec in specs]
+
+
+def _linear_views(evidence: Evidence) -> list[Any]:
+    """The logit lens and direct logit attribution, when the evidence has them (one-token pairs)."""
+    if evidence.lens is None or evidence.attribution is None:
+        return []
+    lens, attribution = evidence.lens.logit_diff, evidence.attribution
+    specs: list[Any] = [
+        LineSpec(
+            name="logit_lens",
+            title="Logit lens: logit(answer) − logit(distractor) from the residual stream",
+            x_labels=(*_layers(len(lens) - 1), "final"),
+            values=tuple(float(v) for v in lens),
+            x_label="Residual stream entering layer",
+            y_label="logit difference",
+        )
+    ]
+    specs.append(
+        LineSpec(
+            name="dla_components",
+            title="Direct logit attribution by component",
+            x_labels=attribution.labels,
+            values=tuple(float(v) for v in attribution.by_component),
+            x_label="Component",
+            y_label="logit difference",
+        )
+    )
+    specs.append(
+        HeatmapSpec(
+            name="dla_heads",
+            title="Direct logit attribution by head",
+            values=_rows(attribution.by_head),
+            row_labels=_layers(attribution.by_head.shape[0]),
+            col_labels=head_columns(attribution.by_head.shape[1]),
+            x_label="Head",
+            y_label="Layer",
+            colorbar_label="logit difference",
+        )
+    )
+    return specs
+
+
+def _substituted_by_layer(sweep: SweepResult, level: float) -> LineSpec:
+    """resid_pre recovery at the substituted token, per layer, with its bootstrap interval over pairs."""
+    column = sweep.column("substituted")
+    assert sweep.pair_metric is not None and sweep.clean_pairs is not None and sweep.corrupted_pairs is not None
+    patched = sweep.pair_metric[:, column].T  # [layer pair] -> [pair layer]
+    intervals = [
+        recovery_interval(
+            patched[:, layer : layer + 1],
+            sweep.clean_pairs,
+            sweep.corrupted_pairs,
+            reduce=lambda r: r[:, 0],
+            level=level,
+        )
+        for layer in range(patched.shape[1])
+    ]
+    return LineSpec(
+        name="resid_pre_substituted",
+        title=f"Residual stream at the substituted token ({sweep.labels[column]}): recovery by layer, "
+        f"{level:.0%} interval over {patched.shape[0]} pair(s)",
+        x_labels=_layers(patched.shape[1]),
+        values=tuple(float(v) for v in sweep.recovery[:, column]),
+        low=tuple(i.low for i in intervals),
+        high=tuple(i.high for i in intervals),
+        x_label="Layer",
+        y_label="recovery",
+    )
 
 
 def _layers(n_layers: int) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from seqprobe.errors import SeqprobeError
+from seqprobe.records.intervals import DEFAULT_LEVEL, Interval
 
 if TYPE_CHECKING:
     from seqprobe.casefiles.base import Case
@@ -36,16 +37,25 @@ class CheckOutcome:
     prompt: str = ""
     answer: str = ""
     lower_is_better: tuple[str, ...] = ()
+    # Metric name -> its interval at the run's level (seqprobe.records.intervals), for aggregates.
+    intervals: Mapping[str, Interval] = field(default_factory=dict)
     # A problem with this case's input for this model; the case errors instead of failing.
     error: SeqprobeError | None = None
 
 
 class Runner(Protocol):
     """Given the loaded model, its name (for per-model expectations) and every selected case of one
-    kind, return an outcome per case id. `detail` asks for what only a report shows (figures)."""
+    kind, return an outcome per case id. `detail` asks for what only a report shows (figures);
+    `interval_level` is the level of the intervals on aggregates (a claim's `confidence` overrides it)."""
 
     def __call__(
-        self, model: LoadedModel, model_name: str, cases: Sequence[Case], *, detail: bool = False
+        self,
+        model: LoadedModel,
+        model_name: str,
+        cases: Sequence[Case],
+        *,
+        detail: bool = False,
+        interval_level: float = DEFAULT_LEVEL,
     ) -> Mapping[str, CheckOutcome]: ...
 
 

@@ -14,49 +14,42 @@ report's pictures are designed in `seqprobe.checks.figures`.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
-from seqprobe.casefiles.patching import AttributionClaim, Claim, LogitLensClaim, PatchClaim, PatchingCase
+from seqprobe.casefiles.claims import AttributionClaim, Claim, LogitLensClaim, PatchClaim
+from seqprobe.casefiles.patching import PatchingCase
 from seqprobe.checks.evidence import Evidence
 from seqprobe.checks.figures import figures
+from seqprobe.checks.judging import ClaimVerdict, IntervalAt, Levels, judge, rank_interval, recovery_interval
+from seqprobe.checks.linear_views import check_attribution, check_lens
 from seqprobe.checks.outcome import CheckOutcome
-from seqprobe.engine.patching import PatchingPair, SweepResult, make_pair, prepare_patching
+from seqprobe.engine.patching import PatchingPair, SweepResult, make_pair, prepare_patching, recovery
 from seqprobe.errors import PatchingError, SeqprobeError
+from seqprobe.records.intervals import DEFAULT_LEVEL, Interval
 from seqprobe.vocabulary.heads import format_head, format_layer, resolve_layer
 from seqprobe.vocabulary.sites import POSITION_SITES, SITES
 
 if TYPE_CHECKING:
+    from jaxtyping import Float
+    from torch import Tensor
     from transformer_lens.model_bridge import TransformerBridge
 
     from seqprobe.casefiles.base import Case
-    from seqprobe.engine.attribution import DirectAttribution, LogitLens
     from seqprobe.loading.models import LoadedModel
 
 __all__ = ["ClaimVerdict", "Evidence", "check_claim", "gather_evidence", "run_patching_checks"]
 
 METRIC_IN_WORDS = (
-    "metric = logit(answer) − logit(distractor) at the final position, averaged over {n} pair(s), the same "
-    "function for the clean, corrupted and patched runs; recovery = (patched − corrupted) / (clean − corrupted): "
-    "0 = the patch restores nothing, 1 = all of the clean behaviour"
+    "metric = {readout}, the same function for the clean, corrupted and patched runs; recovery = "
+    "(patched − corrupted) / (clean − corrupted): 0 = the patch restores nothing, 1 = all of the clean behaviour"
 )
 
 
-@dataclass(frozen=True)
-class ClaimVerdict:
-    text: str
-    # Baseline metric name, e.g. "recovery:resid_pre@substituted[0..0.5]".
-    metric: str
-    value: float
-    threshold: float
-    passed: bool
-    # Why, in numbers: the worst layer, the rank reached, the layer the lens got there.
-    detail: str
-    lower_is_better: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        return {"text": self.text, "value": self.value, "threshold": self.threshold, "passed": self.passed}
+def _metric_in_words(evidence: Evidence) -> str:
+    runs = evidence.runs
+    return METRIC_IN_WORDS.format(readout=runs.readout.describe(len(runs.pairs)))
 
 
 def gather_evidence(
@@ -74,8 +67,11 @@ def gather_evidence(
     needed = {c.site for c in claims if isinstance(c, PatchClaim) and c.method == "exact"}
     sites = SITES if everything else tuple(site for site in SITES if site in needed)
     estimated = sorted({c.site for c in claims if isinstance(c, PatchClaim) and c.method == "attribution"})
-    wants_lens = everything or any(isinstance(c, LogitLensClaim) for c in claims)
-    wants_attribution = everything or any(isinstance(c, AttributionClaim) for c in claims)
+    # The linear views read one answer logit: a report draws them only for one-token pairs, and a
+    # claim on them with longer answers fails with the reason (PatchingRuns.token_ids).
+    linear = all(len(p.answer_ids) == len(p.distractor_ids) == 1 for p in pairs)
+    wants_lens = (everything and linear) or any(isinstance(c, LogitLensClaim) for c in claims)
+    wants_attribution = (everything and linear) or any(isinstance(c, AttributionClaim) for c in claims)
     runs = prepare_patching(
         bridge,
         pairs,
@@ -91,22 +87,31 @@ def gather_evidence(
     )
 
 
-def check_claim(claim: Claim, evidence: Evidence) -> ClaimVerdict:
+def check_claim(
+    claim: Claim, evidence: Evidence, *, interval_level: float = DEFAULT_LEVEL, confidence: float | None = None
+) -> ClaimVerdict:
+    """One claim's verdict; exact patch claims get an interval over pairs at `interval_level`.
+
+    `confidence` (the case's) applies when the claim sets none: an exact patch claim is then
+    judged by its interval's bound at that level. Attribution estimates and the linear views
+    have no per-pair values, so the point estimate judges them.
+    """
+    levels = Levels(interval_level, claim.confidence if claim.confidence is not None else confidence)
     if isinstance(claim, LogitLensClaim):
         assert evidence.lens is not None
-        return _check_lens(claim, evidence.lens)
+        return check_lens(claim, evidence.lens, levels)
     if isinstance(claim, AttributionClaim):
         assert evidence.attribution is not None
-        return _check_attribution(claim, evidence.attribution)
+        return check_attribution(claim, evidence.attribution, levels)
     sweep = (evidence.estimates if claim.method == "attribution" else evidence.sweeps)[claim.site]
     if claim.site in POSITION_SITES:
-        return _check_positions(claim, sweep)
+        return _check_positions(claim, sweep, levels)
     if claim.top_k is not None:
-        return _check_rank(claim, sweep)
-    return _check_together(claim, evidence)
+        return _check_rank(claim, sweep, levels)
+    return _check_together(claim, evidence, levels)
 
 
-def _check_positions(claim: PatchClaim, sweep: SweepResult) -> ClaimVerdict:
+def _check_positions(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> ClaimVerdict:
     assert claim.layers is not None and claim.at is not None and claim.min_recovery is not None
     n_layers = sweep.recovery.shape[0]
     first, last = (resolve_layer(spec, n_layers) for spec in claim.layers)
@@ -116,17 +121,40 @@ def _check_positions(claim: PatchClaim, sweep: SweepResult) -> ClaimVerdict:
         )
     column = sweep.column(claim.at)
     values = sweep.recovery[first : last + 1, column]  # [layer]
-    pick = values.argmin() if claim.require == "every" else values.argmax()
+    every = claim.require == "every"
+    pick = values.argmin() if every else values.argmax()
     value, layer = float(values[pick]), first + int(pick)
-    which = "lowest" if claim.require == "every" else "highest"
+    interval = _sweep_interval(
+        sweep,
+        lambda patched, level: recovery_interval(
+            patched[:, first : last + 1, column],
+            sweep.clean_pairs,
+            sweep.corrupted_pairs,
+            reduce=(lambda r: r.min(axis=1)) if every else (lambda r: r.max(axis=1)),
+            level=level,
+        ),
+    )
+    passed, recorded, words = judge(value, claim.min_recovery, interval, levels)
     return ClaimVerdict(
         text=claim.text,
         metric=f"recovery:{claim.site}@{claim.at}[{claim.layers[0]}..{claim.layers[1]}]/{claim.require}",
         value=value,
         threshold=claim.min_recovery,
-        passed=value >= claim.min_recovery,
-        detail=f"{which} recovery {value:.3f} at layer {layer} of layers {first}..{last}, position {sweep.labels[column]}",
+        passed=passed,
+        detail=f"{'lowest' if every else 'highest'} recovery {value:.3f} at layer {layer} of layers {first}..{last}, "
+        f"position {sweep.labels[column]}{words}",
+        interval=recorded,
     )
+
+
+def _sweep_interval(
+    sweep: SweepResult, compute: Callable[[Float[Tensor, "pair layer column"], float], Interval]
+) -> IntervalAt | None:
+    """`compute(patched, level)` for an exact sweep; None for an estimate, which has no per-pair values."""
+    if sweep.pair_metric is None:
+        return None
+    patched = sweep.pair_metric.permute(2, 0, 1)  # [layer column pair] -> [pair layer column]
+    return lambda level: compute(patched, level)
 
 
 def _head_label(layer: int, column: int, sweep: SweepResult) -> str:
@@ -134,7 +162,7 @@ def _head_label(layer: int, column: int, sweep: SweepResult) -> str:
     return format_layer(layer) + sweep.labels[column]
 
 
-def _check_rank(claim: PatchClaim, sweep: SweepResult) -> ClaimVerdict:
+def _check_rank(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> ClaimVerdict:
     assert claim.top_k is not None
     ((layer, head),) = claim.heads
     missing = _missing_head(claim, sweep, layer, head)
@@ -154,14 +182,22 @@ def _check_rank(claim: PatchClaim, sweep: SweepResult) -> ClaimVerdict:
         f"{float(sweep.recovery.flatten()[i]):.3f}"
         for i in order[: claim.top_k]
     )
+    interval = _sweep_interval(
+        sweep,
+        lambda patched, level: rank_interval(
+            patched.flatten(1), sweep.clean_pairs, sweep.corrupted_pairs, cell=cell, level=level
+        ),
+    )
+    passed, recorded, words = judge(float(rank), float(claim.top_k), interval, levels, lower_is_better=True)
     return ClaimVerdict(
         text=claim.text,
         metric=f"rank:{claim.site}@{format_head(layer, head)}",
         value=float(rank),
         threshold=float(claim.top_k),
-        passed=rank <= claim.top_k,
-        detail=f"rank {rank} (recovery {sweep.at(layer, head):.3f}); top {claim.top_k}: {leaders}",
+        passed=passed,
+        detail=f"rank {rank} (recovery {sweep.at(layer, head):.3f}); top {claim.top_k}: {leaders}{words}",
         lower_is_better=True,
+        interval=recorded,
     )
 
 
@@ -180,7 +216,7 @@ def _missing_head(claim: PatchClaim, sweep: SweepResult, layer: int, head: int) 
     )
 
 
-def _check_together(claim: PatchClaim, evidence: Evidence) -> ClaimVerdict:
+def _check_together(claim: PatchClaim, evidence: Evidence, levels: Levels) -> ClaimVerdict:
     assert claim.min_recovery is not None
     names = "+".join(format_head(layer, head) for layer, head in claim.heads)
     sweep = evidence.sweeps[claim.site]
@@ -188,75 +224,33 @@ def _check_together(claim: PatchClaim, evidence: Evidence) -> ClaimVerdict:
         missing = _missing_head(claim, sweep, layer, head)
         if missing is not None:
             return replace(missing, metric=f"recovery:{claim.site}@{names}", threshold=claim.min_recovery)
-    value = evidence.runs.patch_heads_together(claim.site, claim.heads)
+    runs = evidence.runs
+    patched = runs.heads_together_pairs(claim.site, claim.heads)  # [pair]
+    value = float(
+        recovery(patched.mean(), clean=runs.clean_metric, corrupted=runs.corrupted_metric, min_gap=runs.min_gap)
+    )
+
+    def interval(level: float) -> Interval:
+        return recovery_interval(
+            patched[:, None], runs.clean_pairs, runs.corrupted_pairs, reduce=lambda r: r[:, 0], level=level
+        )
+
+    passed, recorded, words = judge(value, claim.min_recovery, interval, levels)
     return ClaimVerdict(
         text=claim.text,
         metric=f"recovery:{claim.site}@{names}",
         value=value,
         threshold=claim.min_recovery,
-        passed=value >= claim.min_recovery,
-        detail=f"patching {names} together recovers {value:.3f}",
-    )
-
-
-def _check_lens(claim: LogitLensClaim, lens: LogitLens) -> ClaimVerdict:
-    entries = lens.logit_diff.shape[0]  # one per block input, plus the final stream
-    by = resolve_layer(claim.by_layer, entries - 1, inclusive_end=True)
-    reached = lens.first_layer_reaching(claim.min_logit_diff)
-    value = float(lens.logit_diff[: by + 1].max())
-    return ClaimVerdict(
-        text=claim.text,
-        metric=f"logit_diff:lens@{claim.by_layer}",
-        value=value,
-        threshold=claim.min_logit_diff,
-        passed=reached is not None and reached <= by,
-        detail=(
-            f"best logit difference up to entry {by} is {value:.3f}; "
-            + (
-                f"first reaches {claim.min_logit_diff:g} at entry {reached}"
-                if reached is not None
-                else "never reaches it"
-            )
-            + f" (entries: block inputs 0..{entries - 2}, then the final stream)"
-        ),
-    )
-
-
-def _check_attribution(claim: AttributionClaim, attribution: DirectAttribution) -> ClaimVerdict:
-    if claim.head is not None:
-        layer, head = claim.head
-        n_layers, n_heads = attribution.by_head.shape
-        if not (0 <= layer < n_layers and 0 <= head < n_heads):
-            return ClaimVerdict(
-                text=claim.text,
-                metric=f"logit_diff:dla@{format_head(layer, head)}",
-                value=math.nan,
-                threshold=claim.min_logit_diff,
-                passed=False,
-                detail=f"this model has no {format_head(layer, head)}: layers 0..{n_layers - 1}, heads 0..{n_heads - 1}",
-            )
-        value, name = float(attribution.by_head[layer, head]), format_head(layer, head)
-    else:
-        assert claim.component is not None
-        value, name = attribution.component(claim.component), claim.component
-    return ClaimVerdict(
-        text=claim.text,
-        metric=f"logit_diff:dla@{name}",
-        value=value,
-        threshold=claim.min_logit_diff,
-        passed=value >= claim.min_logit_diff,
-        detail=(
-            f"{name} writes {value:+.3f} of the logit difference {attribution.logit_diff:.3f} "
-            f"(components sum to {attribution.logit_diff - attribution.residual:.3f}; residual {attribution.residual:+.2e})"
-        ),
+        passed=passed,
+        detail=f"patching {names} together recovers {value:.3f}{words}",
+        interval=recorded,
     )
 
 
 def _explain(case: PatchingCase, evidence: Evidence, verdicts: Sequence[ClaimVerdict]) -> str:
     runs = evidence.runs
     lines = [
-        f"clean metric {runs.clean_metric:.3f}, corrupted {runs.corrupted_metric:.3f} "
-        f"({METRIC_IN_WORDS.format(n=len(case.pairs))})",
+        f"clean metric {runs.clean_metric:.3f}, corrupted {runs.corrupted_metric:.3f} ({_metric_in_words(evidence)})",
         f"first pair: clean {case.pairs[0].clean!r} / corrupted {case.pairs[0].corrupted!r}, "
         f"answer {case.pairs[0].answer!r} vs distractor {case.pairs[0].distractor!r}",
     ]
@@ -272,7 +266,12 @@ def _explain(case: PatchingCase, evidence: Evidence, verdicts: Sequence[ClaimVer
 
 
 def run_patching_checks(
-    model: LoadedModel, model_name: str, cases: Sequence[Case], *, detail: bool = False
+    model: LoadedModel,
+    model_name: str,
+    cases: Sequence[Case],
+    *,
+    detail: bool = False,
+    interval_level: float = DEFAULT_LEVEL,
 ) -> dict[str, CheckOutcome]:
     """The runner of `kind: patching` cases (see seqprobe.checks.completion); `detail` adds the report's figures."""
     import sys
@@ -291,20 +290,25 @@ def run_patching_checks(
                 for p in case.pairs
             ]
             evidence = gather_evidence(bridge, pairs, case.claims, everything=detail)
-            verdicts = [check_claim(claim, evidence) for claim in case.claims]
+            confidence = case.expect_for(model_name).get("confidence")
+            verdicts = [
+                check_claim(claim, evidence, interval_level=interval_level, confidence=confidence)
+                for claim in case.claims
+            ]
         except SeqprobeError as error:
             outcomes[case.case_id] = CheckOutcome(prompt=case.pairs[0].clean, answer=case.pairs[0].answer, error=error)
             continue
         outcomes[case.case_id] = CheckOutcome(
             metrics={v.metric: v.value for v in verdicts},
             failures=tuple(f"{v.text}: {v.detail}" for v in verdicts if not v.passed),
+            intervals={v.metric: v.interval for v in verdicts if v.interval is not None},
             explanation=_explain(case, evidence, verdicts),
             details={
-                "metric": METRIC_IN_WORDS.format(n=len(pairs)),
+                "metric": _metric_in_words(evidence),
                 "clean_metric": evidence.runs.clean_metric,
                 "corrupted_metric": evidence.runs.corrupted_metric,
                 "claims": [v.to_json() for v in verdicts],
-                "figures": figures(evidence, n_pairs=len(pairs)) if detail else [],
+                "figures": figures(evidence, n_pairs=len(pairs), level=interval_level) if detail else [],
             },
             prompt=case.pairs[0].clean,
             answer=case.pairs[0].answer,

@@ -5,6 +5,10 @@ report (xfail markers, errors in setup), and `seqprobe.notebook.run`, which has 
 derives the same status from the outcome and the case's known failures. Both build the record
 here, so a results file written from a notebook is the one `pytest --report` writes.
 
+An outcome's intervals are recorded as `intervals: {metric: (low, high)}` beside `metrics`, with
+each one's level, method and item count (and a bootstrap's resamples and seed) in
+`details["intervals"]`; an interval that could not be computed (NaN bounds) is left out.
+
 Imports no torch: the session imports this module while pytest runs cases that may never load a
 model.
 """
@@ -12,16 +16,17 @@ model.
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from seqprobe.records.results import CaseResult
 
 if TYPE_CHECKING:
     from seqprobe.casefiles.base import Case
     from seqprobe.checks.outcome import CheckOutcome
+    from seqprobe.records.intervals import Interval
     from seqprobe.records.results import Outcome
 
-__all__ = ["case_result", "status_of"]
+__all__ = ["case_result", "interval_json", "status_of"]
 
 
 def status_of(case: Case, outcome: CheckOutcome, *, expectations_of: str) -> Outcome:
@@ -47,6 +52,10 @@ def case_result(case: Case, outcome: CheckOutcome, *, status: Outcome, expectati
     """
     if outcome.error is not None:
         outcome = replace(outcome, failures=(str(outcome.error),))
+    intervals = {name: interval for name, interval in outcome.intervals.items() if interval.finite}
+    details = dict(outcome.details)
+    if intervals:
+        details["intervals"] = {name: interval_json(interval) for name, interval in intervals.items()}
     return CaseResult(
         case_id=case.case_id,
         suite=case.suite,
@@ -57,6 +66,15 @@ def case_result(case: Case, outcome: CheckOutcome, *, status: Outcome, expectati
         answer=outcome.answer,
         failures=tuple(outcome.failures),
         known_failure=case.known_failure_for(expectations_of),
-        details=dict(outcome.details),
+        details=details,
         lower_is_better=tuple(outcome.lower_is_better),
+        intervals={name: (interval.low, interval.high) for name, interval in intervals.items()},
     )
+
+
+def interval_json(interval: Interval) -> dict[str, Any]:
+    """What a reader needs to know of an interval besides its bounds: `details["intervals"][metric]`."""
+    described: dict[str, Any] = {"level": interval.level, "method": interval.method, "n": interval.n}
+    if interval.method == "bootstrap":
+        described |= {"resamples": interval.resamples, "seed": interval.seed}
+    return described

@@ -155,6 +155,9 @@ class DirectAttribution:
     constant: float
     # The model's own logit difference.
     logit_diff: float
+    # Each pair's values, whose means the fields above are: what intervals resample.
+    component_pairs: Float[Tensor, "pair component"] | None = None
+    head_pairs: Float[Tensor, "pair layer head"] | None = None
 
     @property
     def residual(self) -> float:
@@ -190,12 +193,16 @@ def direct_logit_attribution(runs: PatchingRuns) -> DirectAttribution:
         logits = forward.unembed(last, ids)  # [pair 2]
     by_head = attributions[:, len(writes) :].unflatten(1, (forward.n_layers, forward.n_heads))  # [pair layer head]
     labels = ("embed", *(component_label(layer, part) for layer in range(forward.n_layers) for part in ("attn", "mlp")))
+    components = attributions[:, : len(writes)].float().cpu()  # [pair component]
+    heads = by_head.float().cpu()  # [pair layer head]
     return DirectAttribution(
         labels=labels,
-        by_component=attributions[:, : len(writes)].mean(0).float().cpu(),
-        by_head=by_head.mean(0).float().cpu(),
+        by_component=components.mean(0),
+        by_head=heads.mean(0),
         constant=float(constants.mean()),
         logit_diff=float((logits[:, 0] - logits[:, 1]).mean()),
+        component_pairs=components,
+        head_pairs=heads,
     )
 
 
@@ -220,6 +227,8 @@ class LogitLens:
 
     # Entry i: the stream entering block i; the last entry: after the last block (the model's output).
     logit_diff: Float[Tensor, " layer_plus_one"]
+    # Each pair's lens, whose mean `logit_diff` is: what intervals resample.
+    pairs: Float[Tensor, "pair layer_plus_one"] | None = None
 
     def first_layer_reaching(self, value: float) -> int | None:
         """The first entry whose logit difference is at least `value`; None if none is."""
@@ -240,7 +249,8 @@ def logit_lens(runs: PatchingRuns) -> LogitLens:
         )  # [pair layer+1 d_model]
         ids = runs.token_ids[:, None].expand(-1, n_layers + 1, 2)  # [pair layer+1 2]
         logits = forward.unembed(streams, ids)  # [pair layer+1 2]
-    return LogitLens(logit_diff=(logits[..., 0] - logits[..., 1]).mean(0).float().cpu())
+    per_pair = (logits[..., 0] - logits[..., 1]).float().cpu()  # [pair layer+1]
+    return LogitLens(logit_diff=per_pair.mean(0), pairs=per_pair)
 
 
 def _cached_clean(runs: PatchingRuns, needs: frozenset[str], view: str) -> Run:

@@ -230,10 +230,19 @@ class ResumableForward:
         logits = (normed.unsqueeze(-2) * head.weight[token_ids]).sum(-1)
         if getattr(head, "bias", None) is not None:
             logits = logits + head.bias[token_ids]
+        return self._soft_cap(logits)
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    def logits(self, resid: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch vocab"]:
+        """Every token's logit: what a log-probability needs, as its normalizer reads them all."""
+        return self._soft_cap(self.model.get_output_embeddings()(self.final_norm(resid)))
+
+    def _soft_cap(self, logits: Tensor) -> Tensor:
         softcap = getattr(self.config, "final_logit_softcapping", None)
-        if softcap is not None:
-            logits = torch.tanh(logits / softcap) * softcap
-        return logits
+        return logits if softcap is None else torch.tanh(logits / softcap) * softcap
 
     def run(
         self, tokens: Int[Tensor, "batch pos"], *, keep: Collection[str] = ACTIVATIONS, differentiable: bool = False

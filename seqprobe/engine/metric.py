@@ -1,23 +1,31 @@
 """The one metric every patching grid and linear view is scored on, and recovery, its normalized form.
 
-    metric   = logit(answer) − logit(distractor) at the final position, averaged over the pairs
+    metric   = score(answer) − score(distractor), averaged over the pairs
     recovery = (patched − corrupted) / (clean − corrupted)
 
-The *same* function (`logit_diff`) scores the clean, the corrupted and every patched run, with each
-pair's distractor fixed for all three; a patched run read with another metric than its two ends
-would make recovery measure the difference between metrics instead of the patch. The metric is
-computed in float32 whatever the model's dtype, so that half-precision models are compared on the
-same scale as their float32 baselines. Recovery is undefined when clean ≈ corrupted: `recovery`
-raises instead of dividing by almost zero.
+With one-token answers and distractors the score is the logit at the prompt's final position (the
+logit difference, as in transformer_lens); when either has more tokens it is the continuation's
+teacher-forced log-probability, the sum of its tokens' log-probs after the prompt — for one-token
+continuations the two differences are equal, as the log-softmax's normalizer cancels. A `Readout`
+says which, and where the final residual stream is read.
+
+The *same* readout scores the clean, the corrupted and every patched run, with each pair's
+distractor fixed for all three; a patched run read with another metric than its two ends would make
+recovery measure the difference between metrics instead of the patch. Readouts give one value per
+pair, so that intervals can resample the pairs; the metric is their mean. It is computed in float32
+whatever the model's dtype, so half-precision models are compared on the same scale as their
+float32 baselines. Recovery is undefined when clean ≈ corrupted: `recovery` raises instead of
+dividing by almost zero.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from seqprobe.errors import PatchingError
@@ -28,22 +36,29 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_MIN_GAP",
+    "ContinuationReadout",
+    "NextTokenReadout",
+    "Readout",
     "check_gap",
     "logit_diff",
     "logit_diff_metric",
     "pair_token_ids",
+    "readout_for",
+    "readout_rows",
     "recovery",
     "run_metric",
 ]
 
 # Below this |clean − corrupted| (in logits), recovery is reported as undefined.
 DEFAULT_MIN_GAP = 1e-2
+# Full-vocabulary logits are computed for at most this many values at once (4 bytes each: 256 MiB).
+_LOGIT_BUDGET = 2**26
 
 
 def logit_diff(
     answer_logits: Float[Tensor, "*cell pair"], distractor_logits: Float[Tensor, "*cell pair"]
 ) -> Float[Tensor, "*cell"]:
-    """THE metric: logit(answer) − logit(distractor), averaged over the pairs; float32 whatever the model's dtype."""
+    """logit(answer) − logit(distractor), averaged over the pairs; float32 whatever the model's dtype."""
     return (answer_logits.float() - distractor_logits.float()).mean(dim=-1)
 
 
@@ -52,17 +67,128 @@ def pair_token_ids(pairs: Sequence[PatchingPair]) -> Int[Tensor, "pair 2"]:
     return torch.tensor([[p.answer_id, p.distractor_id] for p in pairs])
 
 
+@dataclass(frozen=True)
+class NextTokenReadout:
+    """One-token answers: logit(answer) − logit(distractor) at the prompt's final position.
+
+    The rows of a run are the pairs' prompts; only two rows of the unembedding are read.
+    """
+
+    token_ids: Int[Tensor, "pair 2"]
+    # The one position read: the prompt's last.
+    first: int
+
+    @property
+    def n_pairs(self) -> int:
+        return self.token_ids.shape[0]
+
+    def to(self, device: torch.device) -> NextTokenReadout:
+        return replace(self, token_ids=self.token_ids.to(device))
+
+    def per_pair(
+        self, forward: ResumableForward, resid: Float[Tensor, "*config row read d_model"]
+    ) -> Float[Tensor, "*config pair"]:
+        logits = forward.unembed(resid[..., -1, :], self.token_ids)  # [*config pair 2]
+        return logits[..., 0].float() - logits[..., 1].float()
+
+    def describe(self, n_pairs: int) -> str:
+        return f"logit(answer) − logit(distractor) at the final position, averaged over {n_pairs} pair(s)"
+
+
+@dataclass(frozen=True)
+class ContinuationReadout:
+    """Answers or distractors of several tokens: log p(answer) − log p(distractor), teacher-forced.
+
+    Each pair runs as two rows, prompt + answer and prompt + distractor (each without its last
+    token, which is only predicted), right-padded to one width: under causal attention padding
+    after a token never changes it. Row 2i is pair i's answer, row 2i+1 its distractor. The read
+    positions start at the prompt's last token; `targets[row, j]` is the token predicted at
+    position first + j, and `mask` marks those that belong to the row's continuation.
+    """
+
+    targets: Int[Tensor, "row read"]
+    mask: Bool[Tensor, "row read"]
+    first: int
+
+    @property
+    def n_pairs(self) -> int:
+        return self.targets.shape[0] // 2
+
+    def to(self, device: torch.device) -> ContinuationReadout:
+        return replace(self, targets=self.targets.to(device), mask=self.mask.to(device))
+
+    def per_pair(
+        self, forward: ResumableForward, resid: Float[Tensor, "*config row read d_model"]
+    ) -> Float[Tensor, "*config pair"]:
+        rows, n_read = self.targets.shape
+        resid = resid[..., :n_read, :]
+        flat = resid.reshape(-1, rows, n_read, resid.shape[-1])  # [config row read d_model]
+        chunk = max(1, _LOGIT_BUDGET // (rows * n_read * forward.vocab_size))
+        scores = torch.cat(
+            [self._row_logprobs(forward, flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)]
+        )  # [config row]
+        scores = scores.view(*resid.shape[:-3], rows // 2, 2)  # [*config pair 2]
+        return scores[..., 0] - scores[..., 1]
+
+    def _row_logprobs(self, forward: ResumableForward, resid: Float[Tensor, "config row read d_model"]) -> Tensor:
+        logprobs = forward.logits(resid).float().log_softmax(dim=-1)  # [config row read vocab]
+        picked = logprobs.gather(-1, self.targets.expand(resid.shape[0], -1, -1)[..., None])[..., 0]
+        return (picked * self.mask).sum(-1)  # [config row]
+
+    def describe(self, n_pairs: int) -> str:
+        return (
+            "log p(answer) − log p(distractor), each the sum of its tokens' teacher-forced log-probs after the "
+            f"prompt, averaged over {n_pairs} pair(s)"
+        )
+
+
+Readout = NextTokenReadout | ContinuationReadout
+
+
+def readout_for(pairs: Sequence[PatchingPair]) -> Readout:
+    """The next-token readout when every answer and distractor is one token, else the continuation readout."""
+    first = pairs[0].clean.numel() - 1
+    if all(len(p.answer_ids) == len(p.distractor_ids) == 1 for p in pairs):
+        return NextTokenReadout(token_ids=pair_token_ids(pairs), first=first)
+    continuations = [ids for p in pairs for ids in (p.answer_ids, p.distractor_ids)]
+    n_read = max(len(ids) for ids in continuations)
+    targets = torch.tensor([list(ids) + [0] * (n_read - len(ids)) for ids in continuations])
+    mask = torch.tensor([[j < len(ids) for j in range(n_read)] for ids in continuations])
+    return ContinuationReadout(targets=targets, mask=mask, first=first)
+
+
+def readout_rows(pairs: Sequence[PatchingPair], readout: Readout, prompts: Sequence[Tensor]) -> Int[Tensor, "row pos"]:
+    """The token rows a run of `prompts` (one per pair) needs for `readout`, right-padded."""
+    if isinstance(readout, NextTokenReadout):
+        return torch.stack(list(prompts))
+    rows = [
+        torch.cat([prompt, torch.tensor(ids[:-1], dtype=prompt.dtype)])
+        for prompt, pair in zip(prompts, pairs, strict=True)
+        for ids in (pair.answer_ids, pair.distractor_ids)
+    ]
+    width = max(row.numel() for row in rows)
+    # The pad value is never attended to by a position that is read, so any id will do.
+    return torch.stack([torch.cat([row, row[-1:].expand(width - row.numel())]) for row in rows])
+
+
 def logit_diff_metric(logits: Float[Tensor, "pair pos vocab"], pairs: Sequence[PatchingPair]) -> Float[Tensor, ""]:
-    """`logit_diff` read from full logits at the final position (the form transformer_lens's sweeps call)."""
-    final = logits[:, -1]  # [pair vocab]
-    ids = pair_token_ids(pairs).to(final.device)
-    return logit_diff(final.gather(-1, ids[:, :1])[:, 0], final.gather(-1, ids[:, 1:])[:, 0])
+    """The metric read from full logits of the rows `readout_rows` builds (the form transformer_lens's sweeps call)."""
+    readout = readout_for(pairs)
+    read = logits[:, readout.first :]  # [row read vocab]
+    if isinstance(readout, NextTokenReadout):
+        ids = readout.token_ids.to(logits.device)
+        final = read[:, -1]
+        return logit_diff(final.gather(-1, ids[:, :1])[:, 0], final.gather(-1, ids[:, 1:])[:, 0])
+    n_read = readout.targets.shape[1]
+    logprobs = read[:, :n_read].float().log_softmax(dim=-1)
+    picked = logprobs.gather(-1, readout.targets.to(logits.device)[..., None])[..., 0]
+    scores = (picked * readout.mask.to(logits.device)).sum(-1).view(-1, 2)  # [pair 2]
+    return (scores[:, 0] - scores[:, 1]).mean()
 
 
-def run_metric(forward: ResumableForward, run: Run, token_ids: Int[Tensor, "pair 2"]) -> Float[Tensor, ""]:
-    """`logit_diff` of a cached run, from its final residual stream (two logits per pair, not the vocabulary)."""
-    logits = forward.unembed(run.resid_final[:, -1], token_ids)  # [pair 2]
-    return logit_diff(logits[..., 0], logits[..., 1])
+def run_metric(forward: ResumableForward, run: Run, readout: Readout) -> Float[Tensor, " pair"]:
+    """Each pair's metric in a cached run, from its final residual stream at the read positions."""
+    return readout.per_pair(forward, run.resid_final[:, readout.first :])
 
 
 def recovery(

@@ -1,7 +1,9 @@
 """Clean/corrupted prompt pairs, tokenized and checked: the unit every patching experiment runs on.
 
 Clean and corrupted prompts must have the same number of tokens, so that a position means the
-same slot in both runs; the two tokens the metric compares are fixed per pair.
+same slot in both runs; the answer and distractor the metric compares are fixed per pair. Either
+may be several tokens: the metric is then their teacher-forced log-probabilities after the prompt
+(seqprobe.engine.metric's `ContinuationReadout`).
 """
 
 from __future__ import annotations
@@ -28,9 +30,19 @@ class PatchingPair:
 
     clean: Int[Tensor, " pos"]
     corrupted: Int[Tensor, " pos"]
-    answer_id: int
+    # The answer's token ids, as a continuation of the prompt (one id for a one-token answer).
+    answer_ids: tuple[int, ...]
     # Scored against the answer in the clean, corrupted and patched runs alike.
-    distractor_id: int
+    distractor_ids: tuple[int, ...]
+
+    @property
+    def answer_id(self) -> int:
+        """The answer's one token; PatchingError for a longer answer (views that read one logit need one)."""
+        return _one_token(self.answer_ids, "answer")
+
+    @property
+    def distractor_id(self) -> int:
+        return _one_token(self.distractor_ids, "distractor")
 
     def __post_init__(self) -> None:
         if self.clean.ndim != 1 or self.corrupted.ndim != 1:
@@ -44,13 +56,30 @@ class PatchingPair:
                 f"same slot in both runs: clean has {self.clean.numel()} {self.clean.tolist()}, corrupted has "
                 f"{self.corrupted.numel()} {self.corrupted.tolist()}"
             )
+        if not self.answer_ids or not self.distractor_ids:
+            raise PatchingError(
+                f"a pair's answer and distractor are at least one token each, got answer_ids={self.answer_ids}, "
+                f"distractor_ids={self.distractor_ids}"
+            )
+
+
+def _one_token(ids: tuple[int, ...], role: str) -> int:
+    if len(ids) != 1:
+        raise PatchingError(
+            f"this view reads the {role}'s one logit at the final position, but the {role} is {len(ids)} tokens "
+            f"{list(ids)}; it is defined for one-token answers and distractors only (patching sweeps accept longer ones)"
+        )
+    return ids[0]
 
 
 def make_pair(
     bridge: TransformerBridge, *, clean: str, corrupted: str, answer: str, distractor: str, where: str = "patching"
 ) -> PatchingPair:
-    """Tokenize a pair as the bridge does (with its BOS); PatchingError if the lengths differ."""
-    from seqprobe.engine.scoring import prompt_token_ids, single_token_id
+    """Tokenize a pair as the bridge does (with its BOS); PatchingError if the prompts' lengths differ.
+
+    The answer and distractor are tokenized on their own, without BOS, as completion cases do.
+    """
+    from seqprobe.engine.scoring import continuation_token_ids, prompt_token_ids
 
     clean_ids = prompt_token_ids(bridge, clean, where=where)
     corrupted_ids = prompt_token_ids(bridge, corrupted, where=where)
@@ -64,8 +93,8 @@ def make_pair(
     return PatchingPair(
         clean=torch.tensor(clean_ids),
         corrupted=torch.tensor(corrupted_ids),
-        answer_id=single_token_id(bridge, answer, role="answer", where=where),
-        distractor_id=single_token_id(bridge, distractor, role="distractor", where=where),
+        answer_ids=continuation_token_ids(bridge, answer, role="answer", where=where),
+        distractor_ids=continuation_token_ids(bridge, distractor, role="distractor", where=where),
     )
 
 

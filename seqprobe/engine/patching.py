@@ -9,9 +9,12 @@ metric says how far the output moved back towards the clean one:
     metric   = logit(answer) − logit(distractor) at the final position, averaged over the pairs
     recovery = (patched − corrupted) / (clean − corrupted)
 
-0 means the activation carries none of the difference, 1 all of it. The *same* metric function
-(`logit_diff`) scores the clean, the corrupted and every patched run, with each pair's distractor
-fixed for all three. Recovery is undefined when clean ≈ corrupted; `recovery` raises instead of
+0 means the activation carries none of the difference, 1 all of it. When an answer or distractor
+is several tokens, the metric is log p(answer) − log p(distractor), each continuation's
+teacher-forced log-probability after the prompt; position sweeps then patch the prompt's positions
+while the resumed runs compute the continuations after them. The *same* readout
+(`seqprobe.engine.metric.Readout`) scores the clean, the corrupted and every patched run, with
+each pair's distractor fixed for all three, and gives one value per pair. Recovery is undefined when clean ≈ corrupted; `recovery` raises instead of
 dividing by almost zero.
 
 Sites (`SITES`), one grid each, equal to the transformer_lens.patching function named:
@@ -54,10 +57,12 @@ from torch import Tensor
 from seqprobe.engine.forward import resumable_forward
 from seqprobe.engine.metric import (
     DEFAULT_MIN_GAP,
+    NextTokenReadout,
     check_gap,
     logit_diff,
     logit_diff_metric,
-    pair_token_ids,
+    readout_for,
+    readout_rows,
     recovery,
     run_metric,
 )
@@ -107,7 +112,7 @@ class SweepResult:
 
     site: str
     recovery: Float[Tensor, "layer column"]
-    # The patched runs' metric itself, before normalizing.
+    # The patched runs' metric itself (the mean over pairs), before normalizing.
     metric: Float[Tensor, "layer column"]
     clean_metric: float
     corrupted_metric: float
@@ -118,6 +123,11 @@ class SweepResult:
     positions: Mapping[str, int]
     # "exact" (activation patching) or "attribution" (its gradient estimate, seqprobe.engine.attribution).
     method: str = "exact"
+    # Each pair's metric in the patched, clean and corrupted runs, which intervals resample; an
+    # attribution estimate has none.
+    pair_metric: Float[Tensor, "layer column pair"] | None = None
+    clean_pairs: Float[Tensor, " pair"] | None = None
+    corrupted_pairs: Float[Tensor, " pair"] | None = None
 
     def column(self, key: int | str) -> int:
         """A column index from an index, a label ("Sunday_4", "H3") or a position name ("final")."""
@@ -161,48 +171,74 @@ class PatchingRuns:
         self.sites = tuple(sites)
         self.min_gap = min_gap
         self.forward = resumable_forward(bridge.original_model)
-        clean, corrupted = _stack_pairs(self.pairs)
+        _check_lengths(self.pairs)
         device = self.forward.device
-        self.token_ids = pair_token_ids(self.pairs).to(device)
+        self.readout = readout_for(self.pairs).to(device)
+        clean = readout_rows(self.pairs, self.readout, [p.clean for p in self.pairs])  # [row pos]
+        corrupted = readout_rows(self.pairs, self.readout, [p.corrupted for p in self.pairs])
         with torch.inference_mode():
             keep = needed_activations(sites, role="source") | frozenset(keep_clean)
             self.clean = self.forward.run(clean.to(device), keep=keep)
             self.corrupted = self.forward.run(corrupted.to(device), keep=needed_activations(sites, role="target"))
-            self.clean_metric = float(run_metric(self.forward, self.clean, self.token_ids))
-            self.corrupted_metric = float(run_metric(self.forward, self.corrupted, self.token_ids))
+            self.clean_pairs = run_metric(self.forward, self.clean, self.readout).float().cpu()
+            self.corrupted_pairs = run_metric(self.forward, self.corrupted, self.readout).float().cpu()
+        self.clean_metric = float(self.clean_pairs.mean())
+        self.corrupted_metric = float(self.corrupted_pairs.mean())
+
+    @property
+    def token_ids(self) -> Int[Tensor, "pair 2"]:
+        """Each pair's (answer, distractor) token, for the views that read one logit (DLA, the lens)."""
+        if not isinstance(self.readout, NextTokenReadout):
+            raise PatchingError(
+                "direct logit attribution, the logit lens and attribution patching read one answer and one "
+                "distractor logit at the final position; these pairs have multi-token answers or distractors, "
+                "whose log-probabilities are not linear in the residual stream. Use activation patching claims "
+                "(`patch:`), which score the whole continuations"
+            )
+        return self.readout.token_ids
 
     def sweep(self, site: str) -> SweepResult:
         """Patch each activation of `site` from the clean run into the corrupted run, one at a time."""
         self._check_prepared(site)
         with torch.inference_mode():
             grid = patched_metric_grid(
-                self.forward, source=self.clean, target=self.corrupted, site=site, token_ids=self.token_ids
-            )
-        return self.result(site, grid)
+                self.forward, source=self.clean, target=self.corrupted, site=site, readout=self.readout
+            )  # [layer column pair]
+        return self.result(site, grid.mean(-1), pair_metric=grid)
 
     def patch_heads_together(self, site: str, heads: Collection[tuple[int, int]]) -> float:
         """Recovery when the clean `site` activations of all `heads` (layer, head) are patched in one run.
 
         For "v" the heads are key/value heads, the columns of the "v" grid.
         """
+        metric = self.heads_together_pairs(site, heads).mean()
+        return float(recovery(metric, clean=self.clean_metric, corrupted=self.corrupted_metric, min_gap=self.min_gap))
+
+    def heads_together_pairs(self, site: str, heads: Collection[tuple[int, int]]) -> Float[Tensor, " pair"]:
+        """Each pair's metric when the clean `site` activations of all `heads` are patched in one run."""
         self._check_prepared(site)
         with torch.inference_mode():
             metric = patched_heads_metric(
-                self.forward, source=self.clean, target=self.corrupted, site=site, heads=heads,
-                token_ids=self.token_ids,
-            )  # fmt: skip
-        return float(
-            recovery(metric.cpu(), clean=self.clean_metric, corrupted=self.corrupted_metric, min_gap=self.min_gap)
-        )
+                self.forward, source=self.clean, target=self.corrupted, site=site, heads=heads, readout=self.readout
+            )
+        return metric.float().cpu()
 
     def _check_prepared(self, site: str) -> None:
         if site not in self.sites:
             raise PatchingError(f"site {site!r} was not prepared; these runs cached {self.sites}")
         check_gap(self.clean_metric, self.corrupted_metric, min_gap=self.min_gap)
 
-    def result(self, site: str, metric: Float[Tensor, "layer column"], *, method: str = "exact") -> SweepResult:
+    def result(
+        self,
+        site: str,
+        metric: Float[Tensor, "layer column"],
+        *,
+        method: str = "exact",
+        pair_metric: Float[Tensor, "layer column pair"] | None = None,
+    ) -> SweepResult:
         """A site's grid of patched metrics, normalized and labelled."""
         metric = metric.detach().float().cpu()
+        exact = pair_metric is not None
         return SweepResult(
             site=site,
             recovery=recovery(metric, clean=self.clean_metric, corrupted=self.corrupted_metric, min_gap=self.min_gap),
@@ -212,6 +248,9 @@ class PatchingRuns:
             labels=self._labels(site),
             positions=self._positions() if site in POSITION_SITES else {},
             method=method,
+            pair_metric=pair_metric.detach().float().cpu() if exact else None,
+            clean_pairs=self.clean_pairs if exact else None,
+            corrupted_pairs=self.corrupted_pairs if exact else None,
         )
 
     def _labels(self, site: str) -> tuple[str, ...]:
@@ -223,8 +262,8 @@ class PatchingRuns:
         return head_columns(self.forward.n_heads)
 
     def _positions(self) -> dict[str, int]:
-        clean, corrupted = _stack_pairs(self.pairs)
-        return {"substituted": first_difference(clean, corrupted), "final": clean.shape[1] - 1}
+        clean, corrupted = (torch.stack([getattr(p, side) for p in self.pairs]) for side in ("clean", "corrupted"))
+        return {"substituted": first_difference(clean, corrupted), "final": self.readout.first}
 
 
 def prepare_patching(
@@ -250,13 +289,12 @@ def _display(piece: str) -> str:
     return piece.strip() or repr(piece)
 
 
-def _stack_pairs(pairs: Sequence[PatchingPair]) -> tuple[Int[Tensor, "pair pos"], Int[Tensor, "pair pos"]]:
+def _check_lengths(pairs: Sequence[PatchingPair]) -> None:
     if not pairs:
         raise PatchingError("patching needs at least one clean/corrupted pair")
     lengths = [pair.clean.numel() for pair in pairs]
     if len(set(lengths)) > 1:
         raise PatchingError(
-            f"all pairs must have the same number of tokens, since they run as one batch (as in transformer_lens): "
-            f"lengths per pair {lengths}; group pairs by length and patch each group"
+            f"all pairs' prompts must have the same number of tokens, since they run as one batch (as in "
+            f"transformer_lens): lengths per pair {lengths}; group pairs by length and patch each group"
         )
-    return torch.stack([p.clean for p in pairs]), torch.stack([p.corrupted for p in pairs])

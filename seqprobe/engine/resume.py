@@ -11,10 +11,14 @@ lever below keeps the result exact:
   it is the same in both runs: patching there is a no-op whose value is the target's metric.
 - Under causal attention a patch at position p changes nothing before p: only positions p.. are
   computed, attending to keys and values of the earlier positions from the target's cache. In the
-  last block only the final position's query, attention and MLP run.
+  last block only the positions the metric reads (the prompt's final one, and a multi-token
+  continuation's) run their query, attention and MLP.
 - Many patch configurations go through the model stacked in one batch, layer by layer, joining
   the batch at the sublayer where their patch applies.
-- The metric reads two rows of the unembedding (answer and distractor), not the whole vocabulary.
+- A one-token metric reads two rows of the unembedding (answer and distractor), not the whole
+  vocabulary; a continuation's log-probabilities need the whole vocabulary at its positions.
+
+Every patched run's metric comes back per pair, so that intervals can resample the pairs.
 
 Two kinds of patched run: `patched_metric_grid` patches one activation at a time, every cell of a
 site's grid stacked in one resumed batch; `patched_heads_metric` patches several heads at once in
@@ -36,7 +40,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from seqprobe.engine.forward import ResumableForward, Run
-from seqprobe.engine.metric import logit_diff, run_metric
+from seqprobe.engine.metric import Readout, run_metric
 from seqprobe.errors import PatchingError
 from seqprobe.vocabulary.heads import format_head
 from seqprobe.vocabulary.sites import HEAD_SITES, POSITION_SITES, SITES
@@ -102,25 +106,30 @@ class _HeadPatch:
 
 
 def patched_metric_grid(
-    forward: ResumableForward, *, source: Run, target: Run, site: str, token_ids: Int[Tensor, "pair 2"]
-) -> Float[Tensor, "layer column"]:
-    """The metric of `target`'s run with each activation of `site` in turn taken from `source`'s run.
+    forward: ResumableForward, *, source: Run, target: Run, site: str, readout: Readout
+) -> Float[Tensor, "layer column pair"]:
+    """Each pair's metric of `target`'s run with each activation of `site` in turn taken from `source`'s run.
 
     `source` and `target` must hold the activations `needed_activations` lists. Patching the clean
-    run into the corrupted one gives transformer_lens's grid; patching a run into itself gives its
-    own metric everywhere.
+    run into the corrupted one gives transformer_lens's grid (its mean over pairs); patching a run
+    into itself gives its own metric everywhere. Position sites patch the prompt's positions, the
+    ones before `readout.first` and that one.
     """
     check_sites([site])
-    n_layers, n_pos = forward.n_layers, target.tokens.shape[1]
+    n_layers, n_prompt = forward.n_layers, readout.first + 1
     start = first_difference(source.tokens, target.tokens)
-    n_columns = n_pos if site in POSITION_SITES else _n_head_columns(forward, site)
-    grid = run_metric(forward, target, token_ids).expand(n_layers * n_columns).clone()
-    if start < n_pos:
-        build = _position_entries if site in POSITION_SITES else _head_entries
-        entries = build(forward, source, target, start, site)
+    n_columns = n_prompt if site in POSITION_SITES else _n_head_columns(forward, site)
+    own = run_metric(forward, target, readout)  # [pair]
+    grid = own.expand(n_layers * n_columns, -1).clone()  # [cell pair]
+    if start < n_prompt:
+        entries = (
+            _position_entries(forward, source, target, start, site, n_prompt=n_prompt)
+            if site in POSITION_SITES
+            else _head_entries(forward, source, target, start, site)
+        )
         cells = torch.cat([entry.cells for entry in entries])
-        grid[cells.to(grid.device)] = _resume(forward, target, entries, token_ids)
-    return grid.view(n_layers, n_columns)
+        grid[cells.to(grid.device)] = _resume(forward, target, entries, readout)
+    return grid.view(n_layers, n_columns, -1)
 
 
 def patched_heads_metric(
@@ -130,9 +139,9 @@ def patched_heads_metric(
     target: Run,
     site: str,
     heads: Collection[tuple[int, int]],
-    token_ids: Int[Tensor, "pair 2"],
-) -> Float[Tensor, ""]:
-    """The metric of `target`'s run with every (layer, head) of `heads` at `site` taken from `source`, at once.
+    readout: Readout,
+) -> Float[Tensor, " pair"]:
+    """Each pair's metric of `target`'s run with every (layer, head) of `heads` at `site` taken from `source`, at once.
 
     Not the sum of single-head effects: a head in a later layer reads the stream the earlier patched
     heads changed, as in one run with every hook on (transformer_lens's `run_with_hooks`). For "v"
@@ -143,8 +152,8 @@ def patched_heads_metric(
         raise PatchingError(f"heads are patched at {', '.join(HEAD_SITES[:-1])} or {HEAD_SITES[-1]}, not {site!r}")
     by_layer = _heads_by_layer(forward, site, heads)
     start = first_difference(source.tokens, target.tokens)
-    if start == target.tokens.shape[1] or not by_layer:
-        return run_metric(forward, target, token_ids)
+    if start > readout.first or not by_layer:
+        return run_metric(forward, target, readout)
     first = min(by_layer)
     entry = _Entry(
         stage=2 * first,
@@ -152,7 +161,7 @@ def patched_heads_metric(
         resid=target["resid_pre", first][None, :, start:],
         cells=torch.zeros(1, dtype=torch.long),
     )
-    return _resume(forward, target, [entry], token_ids, patch=_HeadPatch(site=site, heads=by_layer, source=source))[0]
+    return _resume(forward, target, [entry], readout, patch=_HeadPatch(site=site, heads=by_layer, source=source))[0]
 
 
 def _n_head_columns(forward: ResumableForward, site: str) -> int:
@@ -178,12 +187,14 @@ def _heads_by_layer(
     return {layer: tuple(sorted(by_layer[layer])) for layer in sorted(by_layer)}
 
 
-def _position_entries(forward: ResumableForward, source: Run, target: Run, start: int, site: str) -> list[_Entry]:
-    """One configuration per (layer, position) from `start` on; earlier positions are no-ops."""
-    n_layers, n_pos = forward.n_layers, target.tokens.shape[1]
+def _position_entries(
+    forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, n_prompt: int
+) -> list[_Entry]:
+    """One configuration per (layer, prompt position) from `start` on; earlier positions are no-ops."""
+    n_layers = forward.n_layers
     entries = []
     for layer in range(n_layers):
-        for pos in range(start, n_pos):
+        for pos in range(start, n_prompt):
             if site == "resid_pre":
                 stage, resid = 2 * layer, target["resid_pre", layer][:, pos:].clone()
                 resid[:, 0] = source["resid_pre", layer][:, pos]
@@ -194,7 +205,7 @@ def _position_entries(forward: ResumableForward, source: Run, target: Run, start
                 after = target["resid_pre", layer + 1] if layer + 1 < n_layers else target.resid_final
                 stage, resid = 2 * layer + 2, after[:, pos:].clone()
                 resid[:, 0] = target["resid_mid", layer][:, pos] + source["mlp_out", layer][:, pos]
-            cells = torch.tensor([layer * n_pos + pos])
+            cells = torch.tensor([layer * n_prompt + pos])
             entries.append(_Entry(stage=stage, start=pos, resid=resid[None], cells=cells))
     return entries
 
@@ -255,11 +266,11 @@ def _resume(
     forward: ResumableForward,
     target: Run,
     entries: Sequence[_Entry],
-    token_ids: Int[Tensor, "pair 2"],
+    readout: Readout,
     *,
     patch: _HeadPatch | None = None,
-) -> Float[Tensor, " cell"]:
-    """Run every entry from its stage to the logits, stacked; one metric per configuration, in entry order.
+) -> Float[Tensor, "cell pair"]:
+    """Run every entry from its stage to the logits, stacked; each pair's metric per configuration, in entry order.
 
     With `patch`, its heads are patched in every configuration wherever their layer's attention runs.
     """
@@ -274,8 +285,8 @@ def _resume(
     for stage in range(min(by_stage), 2 * n_layers + 1):
         for i in by_stage.get(stage, ()):
             entry = entries[i]
-            # After the last attention sublayer only the final position is carried on.
-            resid = entry.resid if stage <= 2 * (n_layers - 1) else entry.resid[:, :, -1:]
+            # After the last attention sublayer only the positions the metric reads are carried on.
+            resid = entry.resid if stage <= 2 * (n_layers - 1) else entry.resid[:, :, readout.first - entry.start :]
             joined = [active[entry.start], resid] if entry.start in active else [resid]
             active[entry.start] = torch.cat(joined)
             order.setdefault(entry.start, []).extend(range(offsets[i], offsets[i + 1]))
@@ -286,13 +297,12 @@ def _resume(
             active = _mlp_step(forward, layer, active)
         else:
             active = {
-                start: _attention_step(forward, target, layer, start, resid, patch=patch)
+                start: _attention_step(forward, target, layer, start, resid, read_from=readout.first, patch=patch)
                 for start, resid in active.items()
             }
-    metrics = torch.empty(offsets[-1], device=token_ids.device)
+    metrics = torch.empty(offsets[-1], readout.n_pairs, device=forward.device)
     for start, resid in active.items():
-        logits = forward.unembed(resid[:, :, -1], token_ids)  # [config pair 2]
-        metrics[order[start]] = logit_diff(logits[..., 0], logits[..., 1]).to(metrics.dtype)
+        metrics[order[start]] = readout.per_pair(forward, resid)  # [config pair]
     return metrics
 
 
@@ -312,11 +322,12 @@ def _attention_step(
     start: int,
     resid: Float[Tensor, "config pair pos d_model"],
     *,
+    read_from: int,
     patch: _HeadPatch | None = None,
 ) -> Float[Tensor, "config pair pos d_model"]:
     """The attention sublayer for positions start.., with earlier keys and values from `target`.
 
-    In the last block only the final position is carried on: nothing reads the others again.
+    In the last block only positions `read_from`.. are carried on: the metric reads nothing else.
     """
     n_config, n_pair, n_suffix, d_model = resid.shape
     rows = resid.reshape(n_config * n_pair, n_suffix, d_model)  # [config*pair pos d_model]
@@ -325,7 +336,8 @@ def _attention_step(
     values = torch.cat([_prefix(target["v", layer], start, n_config), v], dim=2)
     q_start = start
     if layer == forward.n_layers - 1:
-        q, q_start, resid = q[:, :, -1:], keys.shape[2] - 1, resid[:, :, -1:]
+        skip = read_from - start
+        q, q_start, resid = q[:, :, skip:], read_from, resid[:, :, skip:]
     pattern = forward.pattern(layer, q, keys, q_start=q_start)  # [row head q_pos k_pos]
     z = forward.mix(pattern, values)  # [row q_pos head d_head]
     if patch is not None and layer in patch.heads:

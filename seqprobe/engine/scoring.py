@@ -3,6 +3,10 @@
 Prompts run in batches, one forward pass per batch. Batches are right-padded: under causal
 attention a token never sees the padding after it, so each prompt's last real position gets the
 same logits as it would alone (tested: batched == one-at-a-time).
+
+This is the one-token view (phrasing families, invariance and direction checks read it); a
+completion case scores its answer and distractors as continuations of any length in
+`seqprobe.engine.continuations`, which shows this view for one-token answers.
 """
 
 from __future__ import annotations
@@ -25,10 +29,15 @@ __all__ = [
     "PreparedPrompt",
     "TokenScore",
     "check_expectations",
+    "continuation_token_ids",
     "format_completion",
+    "format_percent",
     "final_logits",
+    "greedy_tokens",
+    "model_name_of",
     "prepare_prompt",
     "prompt_token_ids",
+    "right_padded",
     "score_completions",
     "single_token_id",
 ]
@@ -77,13 +86,26 @@ class Completion:
         return metrics
 
 
+def continuation_token_ids(bridge: TransformerBridge, text: str, *, role: str, where: str) -> tuple[int, ...]:
+    """The ids of `text` tokenized on its own, without BOS: what is appended to a prompt's ids to score it.
+
+    A TokenizationError (naming `where` and `role`) when `text` gives no token at all.
+    """
+    ids = tuple(bridge.to_tokens(text, prepend_bos=False)[0].tolist()) if text else ()
+    if not ids:
+        raise TokenizationError(
+            f"{where}: {role} {text!r} is no token for {model_name_of(bridge)}; give it some text, e.g. ' Monday'"
+        )
+    return ids
+
+
 def single_token_id(bridge: TransformerBridge, text: str, *, role: str, where: str) -> int:
     """The id of `text` as one token; a TokenizationError naming the pieces otherwise."""
-    ids = bridge.to_tokens(text, prepend_bos=False)[0].tolist()
+    ids = continuation_token_ids(bridge, text, role=role, where=where)
     if len(ids) != 1:
         pieces = [bridge.to_string([i]) for i in ids]
         raise TokenizationError(
-            f"{where}: {role} {text!r} is {len(ids)} tokens for {_model_name(bridge)} ({pieces}); "
+            f"{where}: {role} {text!r} is {len(ids)} tokens for {model_name_of(bridge)} ({pieces}); "
             f"{role}s must be one token — pick a form the tokenizer keeps whole (mind the leading space)"
         )
     return ids[0]
@@ -96,16 +118,18 @@ def prompt_token_ids(bridge: TransformerBridge, prompt: str, *, where: str) -> l
     n_ctx = bridge.cfg.n_ctx
     if len(ids) > n_ctx:
         raise TokenizationError(
-            f"{where}: prompt is {len(ids)} tokens, over {_model_name(bridge)}'s context of {n_ctx}; shorten it"
+            f"{where}: prompt is {len(ids)} tokens, over {model_name_of(bridge)}'s context of {n_ctx}; shorten it"
         )
     return ids
 
 
-def _model_name(bridge: TransformerBridge) -> str:
+def model_name_of(bridge: TransformerBridge) -> str:
+    """The name a tokenization message gives the model: its config's, as TransformerLens recorded it."""
     return str(getattr(bridge.cfg, "model_name", "the model"))
 
 
-def _right_padded(batch: Sequence[Sequence[int]]) -> tuple[Int[Tensor, "batch pos"], list[int]]:
+def right_padded(batch: Sequence[Sequence[int]]) -> tuple[Int[Tensor, "batch pos"], list[int]]:
+    """`batch` as one tensor, each row padded after its end, and the rows' lengths."""
     import torch
 
     lengths = [len(ids) for ids in batch]
@@ -125,7 +149,7 @@ def final_logits(
     device = bridge.cfg.device
     with torch.inference_mode():
         for start in range(0, len(token_ids), batch_size):
-            tokens, lengths = _right_padded(token_ids[start : start + batch_size])
+            tokens, lengths = right_padded(token_ids[start : start + batch_size])
             logits = bridge(tokens.to(device), return_type="logits")  # [batch pos d_vocab]
             last = torch.tensor(lengths, device=logits.device) - 1
             rows.append(logits[torch.arange(len(lengths), device=logits.device), last].float().cpu())
@@ -221,16 +245,16 @@ def format_completion(completion: Completion) -> str:
     answer = completion.answer
     lines = [
         f"Tokenized prompt: {list(completion.prompt_tokens)}",
-        f"Answer {answer.token!r}: rank {completion.rank}, logit {answer.logit:.2f}, prob {_percent(answer.prob)}",
+        f"Answer {answer.token!r}: rank {completion.rank}, logit {answer.logit:.2f}, prob {format_percent(answer.prob)}",
     ]
     for distractor in completion.distractors:
         diff = answer.logit - distractor.logit
         lines.append(
-            f"Distractor {distractor.token!r}: logit {distractor.logit:.2f}, prob {_percent(distractor.prob)}, "
+            f"Distractor {distractor.token!r}: logit {distractor.logit:.2f}, prob {format_percent(distractor.prob)}, "
             f"answer − distractor = {diff:+.2f}"
         )
     rows = [
-        [rank, repr(score.token), f"{score.logit:.2f}", _percent(score.prob)]
+        [rank, repr(score.token), f"{score.logit:.2f}", format_percent(score.prob)]
         for rank, score in enumerate(completion.top_k, start=1)
     ]
     lines.append(f"Top {len(rows)}:")
@@ -246,5 +270,38 @@ def format_completion(completion: Completion) -> str:
     return "\n".join(lines)
 
 
-def _percent(prob: float) -> str:
+def format_percent(prob: float) -> str:
+    """A probability as the failure text shows it: "19.00%"."""
     return f"{prob * 100:.2f}%" if math.isfinite(prob) else str(prob)
+
+
+def greedy_tokens(
+    bridge: TransformerBridge,
+    token_ids: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int | Sequence[int],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> list[tuple[int, ...]]:
+    """Greedy decoding after each of `token_ids`: `max_new_tokens` ids each (one count, or one per row).
+
+    No cache: each new token is one right-padded batched forward over the rows still growing.
+    Argmax ties go to the lowest id, as torch's argmax (and transformers' greedy search) has them.
+    """
+    import torch
+
+    counts = [max_new_tokens] * len(token_ids) if isinstance(max_new_tokens, int) else list(max_new_tokens)
+    grown = [list(ids) for ids in token_ids]
+    new: list[list[int]] = [[] for _ in token_ids]
+    with torch.inference_mode():
+        for step in range(max(counts, default=0)):
+            active = [i for i, count in enumerate(counts) if count > step]
+            for start in range(0, len(active), batch_size):
+                chunk = active[start : start + batch_size]
+                tokens, lengths = right_padded([grown[i] for i in chunk])
+                logits = bridge(tokens.to(bridge.cfg.device), return_type="logits")  # [batch pos d_vocab]
+                last = torch.tensor(lengths, device=logits.device) - 1
+                picks = logits[torch.arange(len(chunk), device=logits.device), last].argmax(dim=-1)  # [batch]
+                for i, token in zip(chunk, picks.tolist(), strict=True):
+                    grown[i].append(token)
+                    new[i].append(token)
+    return [tuple(ids) for ids in new]

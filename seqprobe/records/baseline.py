@@ -6,6 +6,12 @@ than its tolerance is a regression, one that moves the right way by more is an i
 anything within tolerance is unchanged. Higher is better unless the case lists the metric in
 `lower_is_better` (rank).
 
+The noise rule: when the baseline entry and the current result both have an interval for a
+metric (an aggregate over pairs or variants, `seqprobe.records.intervals`), a move beyond the
+tolerance whose two intervals overlap is "within noise": neither a regression nor an improvement,
+reported with both intervals. Only a move beyond the tolerance whose intervals are disjoint
+counts. Without an interval on both sides the tolerance rule alone holds, as before intervals.
+
 Two runs only compare when they measured the same thing. A baseline made with another model
 (other name or other weights sha256) is not compared case by case unless asked
 (`across_models=True`, which `seqprobe compare` uses to diff two models on purpose); a case whose
@@ -17,10 +23,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import MappingProxyType
 
-from seqprobe.records.formatting import format_value, metric_label
+from seqprobe.records.formatting import format_value, format_with_interval, metric_label
 from seqprobe.records.results import CaseResult, RunResults
 from seqprobe.records.verdicts import (
     STATUS_TEXT,
@@ -94,11 +101,17 @@ def compare_case(
         return _uncompared(case_id, "missing", [message], baseline, None, accept_hint, metrics=changes)
     verdicts = {change.verdict for change in changes}
     status: CaseStatus = (
-        "regressed" if verdicts & {"regressed", "missing"} else "improved" if "improved" in verdicts else "unchanged"
+        "regressed"
+        if verdicts & {"regressed", "missing"}
+        else "improved"
+        if "improved" in verdicts
+        else "within_noise"
+        if "within_noise" in verdicts
+        else "unchanged"
     )
     lines = [_change_line(change, current.answer or baseline.answer) for change in changes]
     messages = [line for line in lines if line]
-    if messages and status != "unchanged":
+    if messages and status in ("regressed", "improved"):
         messages[-1] = _with_hint(messages[-1], accept_hint)
     return CaseComparison(case_id, status, changes, tuple(messages), baseline, current)
 
@@ -192,6 +205,11 @@ def compare_runs(
     ]
     identity = _identity_changes(baseline.model, current.model)
     others = _field_changes(baseline.model, current.model, skip=MODEL_IDENTITY)
+    levels = (baseline.interval_level, current.interval_level)
+    # Overlapping intervals of two levels still mean "within noise", but a reader should know.
+    level_change = (
+        (f"interval_level: {levels[0]:g} → {levels[1]:g}",) if None not in levels and len(set(levels)) > 1 else ()
+    )
     changed_files = tuple(
         f"{path}: {_short(old)} → {_short(current.case_files[path])}"
         for path, old in baseline.case_files.items()
@@ -202,7 +220,8 @@ def compare_runs(
         model_changes=identity + others,
         models_match=not identity,
         changed_case_files=changed_files,
-        environment_changes=_field_changes(baseline.environment, current.environment, skip=VOLATILE_ENVIRONMENT),
+        environment_changes=_field_changes(baseline.environment, current.environment, skip=VOLATILE_ENVIRONMENT)
+        + level_change,
     )
 
 
@@ -258,7 +277,19 @@ def _metric_changes(
         old, new = _measured(before, name), _measured(after, name)
         tolerance = tolerance_for(name, tolerances)
         verdict = _verdict(old, new, tolerance, lower_is_better=name in lower)
-        changes.append(MetricChange(name, old, new, tolerance, name in lower, verdict))
+        change = MetricChange(
+            name,
+            old,
+            new,
+            tolerance,
+            name in lower,
+            verdict,
+            baseline_interval=baseline.intervals.get(name) if baseline and old is not None else None,
+            current_interval=current.intervals.get(name) if current and new is not None else None,
+        )
+        if verdict in ("regressed", "improved") and change.intervals_overlap:
+            change = replace(change, verdict="within_noise")
+        changes.append(change)
     return tuple(changes)
 
 
@@ -285,11 +316,13 @@ def _verdict(old: float | None, new: float | None, tolerance: float, *, lower_is
 
 def _change_line(change: MetricChange, answer: str) -> str:
     label = metric_label(change.metric, answer)
-    if change.verdict in ("regressed", "improved", "missing"):
-        verdict = "improved" if change.verdict == "improved" else "regressed"
-        before, after = format_value(change.baseline), format_value(change.current)
-        tolerance = format_value(change.tolerance)
-        return f"{verdict}: {label} {before} → {after} (tolerance {tolerance})"
+    if change.verdict in ("regressed", "improved", "missing", "within_noise"):
+        verdict = {"improved": "improved", "within_noise": "within noise"}.get(change.verdict, "regressed")
+        before = format_with_interval(change.baseline, change.baseline_interval)
+        after = format_with_interval(change.current, change.current_interval)
+        overlap = change.intervals_overlap
+        noise = "" if overlap is None else "; the intervals overlap" if overlap else "; the intervals do not overlap"
+        return f"{verdict}: {label} {before} → {after} (tolerance {format_value(change.tolerance)}{noise})"
     if change.verdict == "new":
         return f"new metric: {label} = {format_value(change.current)} (not in the baseline)"
     return ""

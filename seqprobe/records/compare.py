@@ -4,7 +4,8 @@ Both files are results files (the NAME.json beside a report, or a baseline). Eve
 compared metric by metric with `seqprobe.records.baseline`'s tolerances, across models too: diffing a
 model against a damaged or fine-tuned copy of itself is what this command is for, so a model
 difference is stated at the top instead of stopping the comparison. Cases whose case file
-changed are shown but not judged.
+changed are shown but not judged. A metric with an interval in both files shows it beside each
+value; a move beyond tolerance whose intervals overlap is "within noise", not a regression.
 
 The command prints a short summary and the regressions, writes a markdown diff (summary at
 the top, then every case side by side, biggest changes first) when asked, and exits 1 when any
@@ -22,7 +23,14 @@ from collections.abc import Sequence
 from seqprobe.errors import BaselineError
 from seqprobe.records.atomic import write_text_atomic
 from seqprobe.records.baseline import compare_runs, summary_lines
-from seqprobe.records.formatting import format_value, markdown_code, markdown_table, markdown_text, metric_label
+from seqprobe.records.formatting import (
+    format_value,
+    format_with_interval,
+    markdown_code,
+    markdown_table,
+    markdown_text,
+    metric_label,
+)
 from seqprobe.records.results import RunResults, load_results
 from seqprobe.records.verdicts import STATUS_TEXT, CaseComparison, RunComparison
 from seqprobe.vocabulary.metrics import parse_tolerance
@@ -132,8 +140,8 @@ def _case_rows(case: CaseComparison) -> list[dict[str, str]]:
         rows.append(
             {
                 "Metric": markdown_text(metric_label(change.metric, answer)),
-                "Old": _value(change.baseline, exists=case.baseline is not None),
-                "New": _value(change.current, exists=case.current is not None),
+                "Old": _value(change.baseline, change.baseline_interval, exists=case.baseline is not None),
+                "New": _value(change.current, change.current_interval, exists=case.current is not None),
                 "Change": shown,
                 "Tolerance": format_value(change.tolerance),
             }
@@ -152,5 +160,5 @@ def _status(case: CaseComparison) -> str:
     return f"**{text}**" if case.status == "regressed" else text
 
 
-def _value(value: float | None, *, exists: bool) -> str:
-    return format_value(value) if exists else "—"
+def _value(value: float | None, interval: tuple[float, float] | None, *, exists: bool) -> str:
+    return format_with_interval(value, interval) if exists else "—"

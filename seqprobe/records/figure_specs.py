@@ -86,13 +86,17 @@ class HeatmapSpec(FigureSpec):
 
 @dataclass(frozen=True, kw_only=True)
 class LineSpec(FigureSpec):
-    """One value per x label, e.g. the logit lens across layers."""
+    """One value per x label, e.g. the logit lens across layers, with an optional interval per value."""
 
     kind: ClassVar[str] = "line"
     x_labels: tuple[str, ...]
     values: tuple[float, ...]
     x_label: str
     y_label: str
+    # Each value's interval (e.g. a bootstrap over pairs), drawn as error bars; both or neither,
+    # one bound per value, NaN where a value has none. Left out of the JSON when empty.
+    low: tuple[float, ...] = ()
+    high: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.values) != len(self.x_labels):
@@ -100,10 +104,24 @@ class LineSpec(FigureSpec):
                 f"figure {self.name!r} (line): {len(self.values)} values for "
                 f"{len(self.x_labels)} x labels; give one value per label"
             )
+        if (self.low or self.high) and not len(self.low) == len(self.high) == len(self.values):
+            raise ValueError(
+                f"figure {self.name!r} (line): {len(self.low)} low and {len(self.high)} high bounds for "
+                f"{len(self.values)} values; give both, one of each per value (NaN where a value has none)"
+            )
+
+    @property
+    def has_intervals(self) -> bool:
+        return bool(self.low)
+
+    def to_json(self) -> dict[str, Any]:
+        data = super().to_json()
+        return data if self.has_intervals else {k: v for k, v in data.items() if k not in ("low", "high")}
 
     @classmethod
     def _from_fields(cls, data: dict[str, Any]) -> LineSpec:
-        return cls(**_tuples(data) | {"values": tuple(_number(v) for v in data["values"])})
+        numbers = {key: tuple(_number(v) for v in data[key]) for key in ("values", "low", "high") if key in data}
+        return cls(**_tuples(data) | numbers)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
-__all__ = ["format_value", "markdown_code", "markdown_table", "markdown_text", "metric_label"]
+from seqprobe.records.intervals import format_level
+from seqprobe.vocabulary.metrics import metric_family
+
+__all__ = [
+    "format_interval",
+    "format_value",
+    "format_with_interval",
+    "intervals_note",
+    "markdown_code",
+    "markdown_table",
+    "markdown_text",
+    "metric_label",
+]
+
+# What a bootstrap resamples, by the kind of case: a report's footnote names it.
+BOOTSTRAP_ITEMS = {"patching": "pairs", "attribution": "pairs"}
 
 
 def metric_label(metric: str, answer: str) -> str:
     """How a message names a metric: p(' Monday') for p_answer of the answer ' Monday'."""
     if metric == "p_answer" and answer:
         return f"p({answer!r})"
-    if metric in ("rank", "logit_diff") and answer:
+    if metric in ("rank", "logit_diff", "logprob", "logprob_diff") and answer:
         return f"{metric}({answer!r})"
     return metric
 
@@ -26,6 +42,52 @@ def format_value(value: float | None) -> str:
     if abs(value) >= 1000:
         return f"{value:.0f}"
     return f"{value:.3g}"
+
+
+def format_interval(interval: Sequence[float]) -> str:
+    """(low, high) as "[0.596, 0.982]", each bound as `format_value` writes it."""
+    low, high = interval
+    return f"[{format_value(low)}, {format_value(high)}]"
+
+
+def format_with_interval(value: float | None, interval: Sequence[float] | None) -> str:
+    """A metric value followed by its interval when it has a finite one: "0.9 [0.596, 0.982]"."""
+    if interval is None or value is None or not all(math.isfinite(bound) for bound in interval):
+        return format_value(value)
+    return f"{format_value(value)} {format_interval(interval)}"
+
+
+def intervals_note(cases: Sequence[Any]) -> str | None:
+    """One sentence saying what the intervals in `cases` (CaseResults) are: level, method, resamples, seed.
+
+    Read from each case's `details["intervals"]`; None when no case has an interval.
+    "Intervals: 95%; pass_rate: Wilson score interval over variants; margin, recovery: percentile
+    bootstrap over variants and pairs (2000 resamples, seed 0)."
+    """
+    levels: dict[float, None] = {}
+    wilson: dict[str, None] = {}
+    bootstrap: dict[str, None] = {}
+    items: dict[str, None] = {}
+    settings: dict[str, None] = {}
+    for case in cases:
+        for metric, info in case.details.get("intervals", {}).items():
+            if metric not in case.intervals:
+                continue
+            levels[float(info.get("level", math.nan))] = None
+            if info.get("method") == "wilson":
+                wilson[metric_family(metric)] = None
+            else:
+                bootstrap[metric_family(metric)] = None
+                items[BOOTSTRAP_ITEMS.get(case.kind, "variants")] = None
+                settings[f"{info.get('resamples', '?')} resamples, seed {info.get('seed', '?')}"] = None
+    if not levels:
+        return None
+    parts = [f"Intervals: {', '.join(format_level(level) for level in sorted(levels))}"]
+    if wilson:
+        parts.append(f"{', '.join(wilson)}: Wilson score interval over variants")
+    if bootstrap:
+        parts.append(f"{', '.join(bootstrap)}: percentile bootstrap over {' and '.join(items)} ({'; '.join(settings)})")
+    return "; ".join(parts) + "."
 
 
 def markdown_table(rows: Sequence[Mapping[str, str]], *, right: Collection[str] = ()) -> str:

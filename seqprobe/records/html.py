@@ -20,7 +20,6 @@ All text from a run (case ids, prompts, tokens, messages) is escaped: it can hol
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from collections import Counter
@@ -31,8 +30,8 @@ from urllib.parse import quote
 
 from seqprobe.records.atomic import write_text_atomic
 from seqprobe.records.baseline import summary_lines
-from seqprobe.records.formatting import format_value
-from seqprobe.records.html_figures import figure_json
+from seqprobe.records.formatting import format_value, format_with_interval, intervals_note
+from seqprobe.records.html_figures import figure_json, plotly_js, script_json
 from seqprobe.records.report import (
     FAILING_VARIANTS_SHOWN,
     KIND_HEADINGS,
@@ -167,7 +166,7 @@ def render_html_report(
     for i, (case, spec, _) in enumerate(figures, start=1):
         if progress is not None:
             progress(f"seqprobe: drawing figure {i}/{len(figures)}: {case.case_id} {spec.name}")
-        payloads[case.case_id, spec.name] = _script_json(figure_json(spec))
+        payloads[case.case_id, spec.name] = script_json(figure_json(spec))
     anchors = {
         case.case_id: f"case-{i}"
         for i, case in enumerate(results.cases)
@@ -185,7 +184,7 @@ def render_html_report(
             for case in ordered:
                 parts += _mechanism_section(case, anchors, payloads)
     title = f"Capability report: {results.model.get('name', 'unnamed model')}"
-    plotly = f"<script>{_plotly_js()}</script>" if figures else ""
+    plotly = f"<script>{plotly_js()}</script>" if figures else ""
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
@@ -213,6 +212,8 @@ def _header(results: RunResults, *, results_file: str) -> list[str]:
     if results_file:
         items.append(("Every metric", f'<a href="{_e(quote(results_file))}">{_e(results_file)}</a>'))
     items.append(("Case files", files or "none"))
+    note = intervals_note(results.cases)
+    items += [("Intervals", _e(note.removeprefix("Intervals: ")))] if note else []
     parts = [
         f"<h1>Capability report: {_e(model.get('name', 'unnamed model'))}</h1>",
         "<ul>" + "".join(f"<li><strong>{name}:</strong> {value}</li>" for name, value in items) + "</ul>",
@@ -288,7 +289,7 @@ def _case_table(cases: Sequence[CaseResult], anchors: Mapping[str, str]) -> str:
         ]
         if has_answer:
             row.append(_td(f'<code class="token">{_e(repr(case.answer))}</code>' if case.answer else ""))
-        row += [_number_td(case.metrics.get(metric)) for metric in metrics]
+        row += [_number_td(case.metrics.get(metric), case.intervals.get(metric)) for metric in metrics]
         if has_top_k:
             row.append(_td(_top_k(case.details.get("top_k", ()))))
         if has_family:
@@ -313,7 +314,7 @@ def _mechanism_section(
         rows = [
             [
                 _td(_e(str(claim.get("text", "")))),
-                _number_td(claim.get("value")),
+                _number_td(claim.get("value"), claim.get("interval")),
                 _number_td(claim.get("threshold")),
                 _td("yes" if claim.get("passed") else "no", css="" if claim.get("passed") else "alert"),
             ]
@@ -349,11 +350,12 @@ def _td(content: str, *, sort: str | None = None, css: str = "") -> str:
     return f"<td{attributes}>{content}</td>"
 
 
-def _number_td(value: float | None) -> str:
+def _number_td(value: float | None, interval: Sequence[float] | None = None) -> str:
     if value is None:
         return _td("", css="number")
-    # The exact number sorts; NaN sorts with the empty cells.
-    return _td(_e(format_value(value)), sort="" if math.isnan(value) else repr(float(value)), css="number")
+    # The exact number sorts, not its interval; NaN sorts with the empty cells.
+    shown = format_with_interval(value, interval)
+    return _td(_e(shown), sort="" if math.isnan(value) else repr(float(value)), css="number")
 
 
 def _emphasis(outcome_text: str) -> str:
@@ -372,19 +374,6 @@ def _failing_variants(prompts: Sequence[str]) -> str:
     shown = [f"<code>{_e(prompt)}</code>" for prompt in prompts[:FAILING_VARIANTS_SHOWN]]
     more = len(prompts) - FAILING_VARIANTS_SHOWN
     return "<br>".join(shown + ([f"(+{more} more)"] if more > 0 else []))
-
-
-def _script_json(value: Any) -> str:
-    """JSON safe inside <script>: no "<" can close the element, whatever a token holds."""
-    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def _plotly_js() -> str:
-    """plotly.js as shipped inside the plotly package: the page fetches nothing."""
-    from plotly.offline import get_plotlyjs
-
-    return get_plotlyjs()
 
 
 def _breakable(header: str) -> str:

@@ -19,16 +19,17 @@ they are.
 from __future__ import annotations
 
 import html
+import json
 import math
 import textwrap
 from collections.abc import Sequence
 from typing import Any
 
 from seqprobe.records.figure_specs import AttentionSpec, FigureSpec, HeatmapSpec, LineSpec, ScatterSpec
-from seqprobe.records.formatting import format_value
+from seqprobe.records.formatting import format_value, format_with_interval
 from seqprobe.records.plots import LABEL_MERGE_DISTANCE, MAX_TICK_LABELS, SCATTER_LABELS
 
-__all__ = ["figure_json"]
+__all__ = ["figure_json", "plotly_js", "script_json"]
 
 # The line and point colour of the PNGs: RdBu's dark blue.
 BLUE = "#2166ac"
@@ -49,6 +50,19 @@ def figure_json(spec: FigureSpec) -> dict[str, Any]:
     """`spec` as plotly.js draws it: {"data": [traces], "layout": {...}}, strict JSON (no NaN)."""
     draw = {"heatmap": _heatmap, "line": _line, "scatter": _scatter, "attention": _attention}[spec.kind]
     return draw(spec)
+
+
+def script_json(value: Any) -> str:
+    """JSON safe inside <script>: no "<" can close the element, whatever a token holds."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def plotly_js() -> str:
+    """plotly.js as shipped inside the plotly package: the page fetches nothing."""
+    from plotly.offline import get_plotlyjs
+
+    return get_plotlyjs()
 
 
 def _heatmap(spec: HeatmapSpec) -> dict[str, Any]:
@@ -83,19 +97,32 @@ def _heatmap(spec: HeatmapSpec) -> dict[str, Any]:
 
 
 def _line(spec: LineSpec) -> dict[str, Any]:
-    trace = {
+    bounds = list(zip(spec.low, spec.high, strict=True)) if spec.has_intervals else [None] * len(spec.values)
+    trace: dict[str, Any] = {
         "type": "scatter",
         "mode": "lines+markers",
         "x": list(range(len(spec.x_labels))),
         "y": _finite(spec.values),
         "text": [
-            _hover(f"{spec.x_label}: {label}", f"{spec.y_label}: {format_value(v)}")
-            for label, v in zip(spec.x_labels, spec.values, strict=True)
+            _hover(f"{spec.x_label}: {label}", f"{spec.y_label}: {format_with_interval(v, pair)}")
+            for label, v, pair in zip(spec.x_labels, spec.values, bounds, strict=True)
         ],
         "hovertemplate": "%{text}<extra></extra>",
         "line": {"color": BLUE},
         "marker": {"size": 6, "color": BLUE},
     }
+    if spec.has_intervals:
+        above = [hi - v for v, hi in zip(spec.values, spec.high, strict=True)]
+        below = [v - lo for v, lo in zip(spec.values, spec.low, strict=True)]
+        trace["error_y"] = {
+            "type": "data",
+            "symmetric": False,
+            "array": _finite(above),
+            "arrayminus": _finite(below),
+            "color": BLUE,
+            "thickness": 1,
+            "width": 3,
+        }
     layout = _layout(spec.title, height=420)
     layout["xaxis"] = _label_axis(spec.x_labels, spec.x_label) | {"showgrid": True}
     layout["yaxis"] = {"title": {"text": _text(spec.y_label)}, "zeroline": True, "zerolinecolor": "#999999"}

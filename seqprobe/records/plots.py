@@ -8,7 +8,8 @@ A case that runs a patching or attribution experiment puts its grids in
   layer × position (column labels like "Sunday_4") or per layer × head, or per-head direct
   attribution.
 - "line" (`LineSpec`): one value per x label, e.g. the logit lens (logit difference read from the
-  accumulated residual stream after each layer) or per-layer direct attribution.
+  accumulated residual stream after each layer) or per-layer direct attribution; optional `low`
+  and `high` bounds per value (an interval over pairs) are drawn as error bars.
 - "scatter" (`ScatterSpec`): one point per head, e.g. output (z) patching against value patching,
   or against pattern patching. A head whose output effect matches its value effect *moves*
   information; one whose effect matches its pattern effect decides *where to attend*. The
@@ -23,8 +24,10 @@ zero; attention probabilities therefore run from white to blue. Producers build 
 validates a dict and says which field is wrong. A value that was not measured is NaN in a spec,
 `null` in its JSON, and is drawn grey (or not at all, in a line or scatter).
 
-matplotlib is imported inside `render_figure` and drawn on the Agg canvas directly (no pyplot, no
-display, no global figure registry), so importing this module stays cheap for the pytest plugin.
+`report_figures(results)` parses every figure of a run and names its PNG before anything is
+drawn, so a bad spec writes nothing; both reports use it. matplotlib is imported inside
+`render_figure` and drawn on the Agg canvas directly (no pyplot, no display, no global figure
+registry), so importing this module stays cheap for the pytest plugin.
 """
 
 from __future__ import annotations
@@ -43,7 +46,9 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["figure_filename", "render_figure"]
+    from seqprobe.records.results import CaseResult, RunResults
+
+__all__ = ["figure_filename", "render_figure", "report_figures"]
 
 # The study's diverging scale (plotly "RdBu", centred with color_continuous_midpoint=0).
 COLORMAP = "RdBu"
@@ -64,6 +69,28 @@ def figure_filename(case_id: str, name: str) -> str:
     -> "cases_days.yaml_successor_sunday__resid_pre.png"
     """
     return f"{_slug(case_id)}__{_slug(name)}.png"
+
+
+def report_figures(results: RunResults) -> list[tuple[CaseResult, FigureSpec, str]]:
+    """Every figure of the run, parsed before any file is written so a bad spec writes nothing."""
+    figures: list[tuple[CaseResult, FigureSpec, str]] = []
+    owners: dict[str, tuple[str, str]] = {}
+    for case in results.cases:
+        for data in case.details.get("figures", ()):
+            try:
+                spec = FigureSpec.from_json(data)
+            except (ValueError, TypeError, KeyError) as error:
+                raise ValueError(f"case {case.case_id}: details['figures']: {error}") from error
+            filename = figure_filename(case.case_id, spec.name)
+            if filename in owners:
+                raise ValueError(
+                    f"case {case.case_id}: figure {spec.name!r} would be written to {filename}, "
+                    f"as is figure {owners[filename][1]!r} of case {owners[filename][0]}; "
+                    "give each figure of a case its own name"
+                )
+            owners[filename] = (case.case_id, spec.name)
+            figures.append((case, spec, filename))
+    return figures
 
 
 def render_figure(spec: FigureSpec, path: str | Path) -> None:
@@ -107,7 +134,12 @@ def _draw_line(spec: LineSpec) -> Figure:
     figure = Figure(figsize=(width, 4.5), layout="constrained")
     axes = figure.add_subplot()
     axes.axhline(0.0, color="0.6", linewidth=0.8)
-    axes.plot(range(len(spec.values)), spec.values, marker="o", markersize=3, color="#2166ac")
+    positions = range(len(spec.values))
+    axes.plot(positions, spec.values, marker="o", markersize=3, color="#2166ac")
+    if spec.has_intervals:
+        below = [v - lo if math.isfinite(v - lo) else 0.0 for v, lo in zip(spec.values, spec.low, strict=True)]
+        above = [hi - v if math.isfinite(hi - v) else 0.0 for v, hi in zip(spec.values, spec.high, strict=True)]
+        axes.errorbar(positions, spec.values, yerr=[below, above], fmt="none", ecolor="#2166ac", alpha=0.6, capsize=2)
     axes.grid(True, alpha=0.3)
     _ticks(axes, "x", spec.x_labels, rotate=True)
     _labels(axes, spec.title, spec.x_label, spec.y_label)

@@ -18,11 +18,14 @@ figures (patching, attribution) its claims and its pictures.
 
 What report cells read from a `CaseResult`:
 - `metrics`: any names; p_answer, rank, logit_diff, pass_rate, margin, recovery come first with
-  readable headers, others follow under their own names.
+  readable headers, others follow under their own names; `intervals[metric]` follows its value
+  as "0.9 [0.596, 0.982]", and the header says once what the intervals are
+  (`details["intervals"]`: level, method, resamples, seed).
 - `details["top_k"]`: [{"token", "logit", "prob"}, ...]; the first three make the Top-3 column.
 - `details["variants_total"]`, `["variants_run"]`, `["sampled"]`, `["failing_variants"]`: the
   Variants and Failing variants columns of a phrasing family.
-- `details["claims"]`: [{"text", "value", "threshold", "passed"}, ...], a mechanistic case's claims.
+- `details["claims"]`: [{"text", "value", "threshold", "passed"}, ...], a mechanistic case's claims;
+  a claim's optional "interval": [low, high] is shown beside its value.
 - `details["figures"]`: [FigureSpec JSON, ...], the case's pictures.
 - `failures` and `known_failure`: the Notes column.
 
@@ -42,9 +45,15 @@ from urllib.parse import quote
 from seqprobe.errors import BaselineError
 from seqprobe.records.atomic import write_text_atomic
 from seqprobe.records.baseline import case_file_of, summary_lines
-from seqprobe.records.figure_specs import FigureSpec
-from seqprobe.records.formatting import format_value, markdown_code, markdown_table, markdown_text
-from seqprobe.records.plots import figure_filename, render_figure
+from seqprobe.records.formatting import (
+    format_value,
+    format_with_interval,
+    intervals_note,
+    markdown_code,
+    markdown_table,
+    markdown_text,
+)
+from seqprobe.records.plots import figure_filename, render_figure, report_figures
 from seqprobe.records.results import VERSIONED_PACKAGES, CaseResult, RunResults
 from seqprobe.records.verdicts import STATUS_TEXT, RunComparison
 from seqprobe.vocabulary.metrics import METRICS, REPORT_COLUMNS
@@ -208,6 +217,8 @@ def _header(results: RunResults, *, results_file: str) -> list[str]:
     if results_file:
         lines.append(f"- **Every metric:** [{results_file}]({quote(results_file)})")
     lines.append(f"- **Case files:** {files or 'none'}")
+    note = intervals_note(results.cases)
+    lines += [f"- **Intervals:** {markdown_text(note.removeprefix('Intervals: '))}"] if note else []
     if env.get("command"):
         lines += ["", "Reproduce with:", "", "```sh", env["command"], "```"]
     return [*lines, ""]
@@ -276,7 +287,9 @@ def _case_table(cases: Sequence[CaseResult]) -> str:
             row["Answer"] = markdown_code(repr(case.answer)) if case.answer else ""
         for metric in metrics:
             value = case.metrics.get(metric)
-            row[metric_header(metric)] = "" if value is None else format_value(value)
+            row[metric_header(metric)] = (
+                "" if value is None else format_with_interval(value, case.intervals.get(metric))
+            )
         if has["top_k"]:
             row["Top-3"] = _top_k(case.details.get("top_k", ()))
         if has["family"]:
@@ -302,7 +315,7 @@ def _mechanism_section(case: CaseResult, figures_dir: str) -> list[str]:
         rows = [
             {
                 "Claim": markdown_text(str(claim.get("text", ""))),
-                "Value": format_value(claim.get("value")),
+                "Value": format_with_interval(claim.get("value"), claim.get("interval")),
                 "Threshold": format_value(claim.get("threshold")),
                 "Holds": "yes" if claim.get("passed") else "**no**",
             }
@@ -315,28 +328,6 @@ def _mechanism_section(case: CaseResult, figures_dir: str) -> list[str]:
         alt = title.replace("[", "\\[").replace("]", "\\]")
         lines += [f"![{alt}]({link})", ""]
     return lines
-
-
-def report_figures(results: RunResults) -> list[tuple[CaseResult, FigureSpec, str]]:
-    """Every figure of the run, parsed before any file is written so a bad spec writes nothing."""
-    figures: list[tuple[CaseResult, FigureSpec, str]] = []
-    owners: dict[str, tuple[str, str]] = {}
-    for case in results.cases:
-        for data in case.details.get("figures", ()):
-            try:
-                spec = FigureSpec.from_json(data)
-            except (ValueError, TypeError, KeyError) as error:
-                raise ValueError(f"case {case.case_id}: details['figures']: {error}") from error
-            filename = figure_filename(case.case_id, spec.name)
-            if filename in owners:
-                raise ValueError(
-                    f"case {case.case_id}: figure {spec.name!r} would be written to {filename}, "
-                    f"as is figure {owners[filename][1]!r} of case {owners[filename][0]}; "
-                    "give each figure of a case its own name"
-                )
-            owners[filename] = (case.case_id, spec.name)
-            figures.append((case, spec, filename))
-    return figures
 
 
 def _remove_stale_figures(figures_dir: Path, *, keep: Collection[str]) -> None:

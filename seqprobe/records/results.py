@@ -3,12 +3,24 @@
 A run produces one `RunResults`; the markdown report renders it, `--baseline` compares it with a
 stored one, and `seqprobe compare` diffs two of them. It round-trips through JSON unchanged, so a
 results file written today can be compared with one written by the next run.
+
+An aggregate (a pass rate over variants, recovery over pairs) carries its interval beside its
+value (`seqprobe.records.intervals`): in the JSON,
+
+    "metrics":   {"pass_rate": 0.9},
+    "intervals": {"pass_rate": [0.596, 0.982]},
+    "details":   {"intervals": {"pass_rate": {"level": 0.95, "method": "wilson", "n": 10}}, ...}
+
+and the run's header holds `"interval_level": 0.95`, the level asked for (`--interval-level`).
+A bootstrap interval's details add its `resamples` and `seed`. Files written before intervals
+existed load with none, and compare by tolerance alone.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import json
+import math
 import platform
 import shlex
 from collections.abc import Mapping, Sequence
@@ -62,9 +74,20 @@ class CaseResult:
     # sweep grids. Must be JSON-serialisable.
     details: Mapping[str, Any] = field(default_factory=dict)
     lower_is_better: tuple[str, ...] = ()
+    # Metric -> (low, high) of its interval, for aggregates; its level and method are in
+    # `details["intervals"]`. A baseline compares two intervals to tell a change from noise.
+    intervals: Mapping[str, tuple[float, float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # [low, high] lists from JSON or a caller become tuples, so a round trip compares equal.
+        object.__setattr__(self, "intervals", {name: _bounds(name, pair) for name, pair in self.intervals.items()})
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"failures": list(self.failures), "lower_is_better": list(self.lower_is_better)}
+        return asdict(self) | {
+            "failures": list(self.failures),
+            "lower_is_better": list(self.lower_is_better),
+            "intervals": {name: list(pair) for name, pair in self.intervals.items()},
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> CaseResult:
@@ -75,8 +98,20 @@ class CaseResult:
                 "lower_is_better": tuple(data.get("lower_is_better", ())),
                 "metrics": dict(data.get("metrics", {})),
                 "details": dict(data.get("details", {})),
+                "intervals": dict(data.get("intervals", {})),
             }
         )
+
+
+def _bounds(metric: str, pair: Any) -> tuple[float, float]:
+    """An interval's (low, high), checked: two numbers, low ≤ high."""
+    try:
+        low, high = (float(bound) for bound in pair)
+    except (TypeError, ValueError):
+        raise ValueError(f"intervals[{metric!r}] must be [low, high], found {pair!r}") from None
+    if not low <= high and not (math.isnan(low) or math.isnan(high)):
+        raise ValueError(f"intervals[{metric!r}] has low > high: {pair!r}")
+    return low, high
 
 
 @dataclass(frozen=True)
@@ -91,16 +126,20 @@ class RunResults:
     # Package versions (seqprobe, transformer_lens, torch), the date and the command line.
     environment: Mapping[str, str] = field(default_factory=dict)
     format_version: int = RESULTS_FORMAT_VERSION
+    # The level of the run's intervals (--interval-level); None in files from before intervals.
+    interval_level: float | None = None
 
     def by_id(self) -> dict[str, CaseResult]:
         return {case.case_id: case for case in self.cases}
 
     def to_json(self) -> dict[str, Any]:
+        header = {} if self.interval_level is None else {"interval_level": self.interval_level}
         return {
             "format_version": self.format_version,
             "model": dict(self.model),
             "case_files": dict(self.case_files),
             "environment": dict(self.environment),
+            **header,
             "cases": [case.to_json() for case in self.cases],
         }
 
@@ -112,6 +151,7 @@ class RunResults:
             cases=tuple(CaseResult.from_json(case) for case in data["cases"]),
             environment=dict(data.get("environment", {})),
             format_version=int(data.get("format_version", RESULTS_FORMAT_VERSION)),
+            interval_level=None if data.get("interval_level") is None else float(data["interval_level"]),
         )
 
     def dumps(self) -> str:

@@ -9,6 +9,10 @@ ids, no deselection) and no longer has that case.
 Two kinds of mixing would make the merged file lie, so they are refused instead: kept entries of
 another model beside this run's, and kept entries of a case file that has changed since they were
 measured (the file's sha256 is stored once per file, not per case).
+
+Entries are stored whole, intervals included, so the next comparison can apply the noise rule
+(`seqprobe.records.baseline`); a replaced entry whose only moves are within noise is counted
+apart from those that changed.
 """
 
 from __future__ import annotations
@@ -45,11 +49,14 @@ class BaselineUpdate:
     unchanged: tuple[str, ...]
     dropped: tuple[str, ...]
     kept: tuple[str, ...]
+    # Moved beyond a tolerance, but with overlapping intervals before and after.
+    noise: tuple[str, ...] = ()
 
     def summary_lines(self, path: str) -> list[str]:
+        noise = f"{len(self.noise)} within noise, " if self.noise else ""
         counts = (
             f"{len(self.added)} added, {len(self.changed)} changed, {len(self.unchanged)} within tolerance, "
-            f"{len(self.dropped)} dropped, {len(self.kept)} kept (not run)"
+            f"{noise}{len(self.dropped)} dropped, {len(self.kept)} kept (not run)"
         )
         total = len(self.results.cases)
         lines = [f"baseline written: {path} ({total} case{'s' * (total != 1)}: {counts})"]
@@ -78,12 +85,14 @@ def merge_baseline(
     kept = tuple(case_id for case_id in previous if case_id not in ran and case_id not in dropped)
     if old is not None and kept:
         _refuse_mixing(old, new, kept, files, path=path)
-    changed = tuple(
-        case_id
+    moves = {
+        case_id: _move(previous[case_id], ran[case_id], case_tolerances.get(case_id, {}))
         for case_id in ran
-        if case_id in previous and _differs(previous[case_id], ran[case_id], case_tolerances.get(case_id, {}))
-    )
-    unchanged = tuple(case_id for case_id in ran if case_id in previous and case_id not in changed)
+        if case_id in previous
+    }
+    changed = tuple(case_id for case_id, move in moves.items() if move == "changed")
+    noise = tuple(case_id for case_id, move in moves.items() if move == "within_noise")
+    unchanged = tuple(case_id for case_id, move in moves.items() if move == "unchanged")
     added = tuple(case_id for case_id in ran if case_id not in previous)
     survivors = {**{case_id: previous[case_id] for case_id in kept}, **ran}
     case_files = {**(old.case_files if old is not None else {}), **new.case_files}
@@ -92,8 +101,9 @@ def merge_baseline(
         case_files={name: case_files[name] for name in sorted(case_files) if _holds_cases(name, survivors)},
         cases=tuple(survivors[case_id] for case_id in _ordered(survivors, previous, files)),
         environment=new.environment,
+        interval_level=new.interval_level,
     )
-    return BaselineUpdate(merged, added, changed, unchanged, dropped, kept)
+    return BaselineUpdate(merged, added, changed, unchanged, dropped, kept, noise)
 
 
 def answered_entries(baseline: RunResults, current: RunResults, files: Mapping[str, CaseFileRun]) -> RunResults:
@@ -112,9 +122,12 @@ def _removed(case_id: str, files: Mapping[str, CaseFileRun]) -> bool:
     return seen is not None and seen.whole and case_id not in seen.case_ids
 
 
-def _differs(before: CaseResult, after: CaseResult, tolerances: Mapping[str, float]) -> bool:
-    moved = compare_case(before, after, tolerances=tolerances, accept_hint=None).status != "unchanged"
-    return before.outcome != after.outcome or moved
+def _move(before: CaseResult, after: CaseResult, tolerances: Mapping[str, float]) -> str:
+    """ "changed" (outcome, or a metric beyond its tolerance), "within_noise" or "unchanged"."""
+    status = compare_case(before, after, tolerances=tolerances, accept_hint=None).status
+    if before.outcome != after.outcome or status not in ("unchanged", "within_noise"):
+        return "changed"
+    return status
 
 
 def _holds_cases(case_file: str, cases: Mapping[str, CaseResult]) -> bool:

@@ -24,8 +24,11 @@ __all__ = [
     "RunComparison",
 ]
 
-CaseStatus = Literal["regressed", "improved", "case_file_changed", "model_changed", "new", "missing", "unchanged"]
-MetricVerdict = Literal["regressed", "improved", "new", "missing", "unchanged"]
+CaseStatus = Literal[
+    "regressed", "improved", "case_file_changed", "model_changed", "new", "missing", "within_noise", "unchanged"
+]
+# "within_noise": moved beyond its tolerance, but its interval before and after overlap.
+MetricVerdict = Literal["regressed", "improved", "new", "missing", "within_noise", "unchanged"]
 # The order reports list cases in: what needs action first.
 STATUS_ORDER: tuple[CaseStatus, ...] = (
     "regressed",
@@ -34,6 +37,7 @@ STATUS_ORDER: tuple[CaseStatus, ...] = (
     "model_changed",
     "new",
     "missing",
+    "within_noise",
     "unchanged",
 )
 STATUS_TEXT: Mapping[CaseStatus, str] = MappingProxyType(
@@ -44,6 +48,7 @@ STATUS_TEXT: Mapping[CaseStatus, str] = MappingProxyType(
         "model_changed": "model changed",
         "new": "new",
         "missing": "missing",
+        "within_noise": "within noise",
         "unchanged": "unchanged",
     }
 )
@@ -59,6 +64,18 @@ class MetricChange:
     tolerance: float
     lower_is_better: bool
     verdict: MetricVerdict
+    # Each side's (low, high), when it has one: the noise rule needs both.
+    baseline_interval: tuple[float, float] | None = None
+    current_interval: tuple[float, float] | None = None
+
+    @property
+    def intervals_overlap(self) -> bool | None:
+        """Whether the two intervals share a point; None unless both sides have one."""
+        if self.baseline_interval is None or self.current_interval is None:
+            return None
+        return max(self.baseline_interval[0], self.current_interval[0]) <= min(
+            self.baseline_interval[1], self.current_interval[1]
+        )
 
     @property
     def delta(self) -> float | None:

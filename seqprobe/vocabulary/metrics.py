@@ -16,6 +16,7 @@ from types import MappingProxyType
 __all__ = [
     "DEFAULT_TOLERANCE",
     "DEFAULT_TOLERANCES",
+    "Level",
     "METRICS",
     "REPORT_COLUMNS",
     "THRESHOLD_KINDS",
@@ -50,6 +51,13 @@ METRICS: Mapping[str, Metric] = MappingProxyType(
             # A log odds ratio: 0.5 multiplies the odds of answer over distractor by 1.65, more than
             # precision changes do and enough to flip close pairs.
             Metric("logit_diff", "Logit diff vs distractor", 0.5),
+            # The answer's teacher-forced log-prob, summed over its tokens: 0.5 multiplies its
+            # probability by 1.65, the scale of logit_diff. Numeric noise is per token (about 1e-3
+            # on another device, 1e-2 in half precision), so even a ten-token answer stays well inside.
+            Metric("logprob", "Log-prob", 0.5),
+            # Answer log-prob minus the closest distractor's: a log odds ratio like logit_diff, which
+            # it equals for one-token answers and distractors, so the same tolerance.
+            Metric("logprob_diff", "Log-prob diff vs distractor", 0.5),
             # Fraction of the clean-vs-corrupted gap a patch restores; 0.1 is ten points, coarser
             # than numeric noise, finer than the gap between a component that matters and one
             # that does not.
@@ -68,18 +76,35 @@ DEFAULT_TOLERANCE = 0.1
 # Metrics a case file's `tolerance:` may name.
 TOLERANCE_METRICS = tuple(METRICS)
 # Report tables show these columns first, in this order; any other metric follows by name.
-REPORT_COLUMNS = ("p_answer", "rank", "logit_diff", "pass_rate", "margin", "recovery")
+REPORT_COLUMNS = ("p_answer", "rank", "logit_diff", "logprob", "logprob_diff", "pass_rate", "margin", "recovery")
 
-# Threshold name -> what kind of number it is. Higher is better for min_*, lower for max_*.
+
+class Level(float):
+    """The kind of an interval's level (`confidence`): a probability strictly between 0 and 1."""
+
+
+# Threshold name -> what kind of value it is. Higher is better for min_*, lower for max_*; a
+# `bool` is a flag that holds or not.
 THRESHOLD_KINDS: Mapping[str, type] = MappingProxyType(
     {
+        # p(answer); for a longer answer, of the whole continuation: exp(logprob).
         "min_prob": float,
+        # Next-token bars: they need a one-token answer (min_logit_diff one-token distractors too).
         "max_rank": int,
         "min_logit_diff": float,
+        # Continuations of any length: the answer's summed teacher-forced log-prob, and its lead
+        # over each distractor's.
+        "min_logprob": float,
+        "min_logprob_diff": float,
+        # Greedy decoding from the prompt gives exactly the answer's tokens.
+        "greedy": bool,
         # Phrasing families and invariance checks: the share of variants that must pass.
         "min_pass_rate": float,
         # Direction checks: how far probability must move, in logits.
         "min_margin": float,
+        # Judge aggregates (recovery over pairs, pass rates) by the lower bound of their interval
+        # at this level instead of the point estimate (seqprobe.records.intervals).
+        "confidence": Level,
     }
 )
 

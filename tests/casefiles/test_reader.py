@@ -154,7 +154,7 @@ BAD_INPUTS = [
                 prompt: "{day}"
                 answer: " {day+1}"
         """,
-        "cases/t.seqprobe.yaml:5: for_each: day: unknown sequence 'weekdays' (did you mean 'days'?); known sequences: days, months (define more under the file's `sequences:` key)",
+        "cases/t.seqprobe.yaml:5: for_each: day: unknown sequence 'weekdays' (did you mean 'days'?); known sequences: days, letters, months, number_words, ordinals (define more under the file's `sequences:` key)",
         id="undefined-sequence",
     ),
     pytest.param(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import pytest
@@ -18,7 +19,9 @@ import torch
 
 from seqprobe.casefiles.reader import parse_case_file
 from seqprobe.checks.families import measure_variants, run_variant_checks
+from seqprobe.errors import CaseFileError
 from seqprobe.loading.models import LoadedModel, ModelInfo
+from seqprobe.records.intervals import bootstrap_interval, wilson_interval
 from tests.casefiles._families import FAMILY, parse
 
 pytestmark = pytest.mark.filterwarnings("ignore")
@@ -262,6 +265,87 @@ def test_a_bad_variant_errors_only_its_check(planted: LoadedModel) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Intervals, and `confidence`: judging a pass rate by its interval's lower bound
+
+
+def test_the_pass_rate_carries_its_wilson_interval_at_the_runs_level(planted: LoadedModel) -> None:
+    (case,) = parse(FAMILY)
+    outcome = run_one(planted, case)
+    assert outcome.intervals == {"pass_rate": wilson_interval(126, 252)}
+    at_80 = run_variant_checks(planted, MODEL, [case], interval_level=0.8)[case.case_id]
+    assert at_80.intervals["pass_rate"] == wilson_interval(126, 252, level=0.8)
+    assert at_80.failures == outcome.failures, "without confidence, the level changes no verdict"
+
+
+def test_a_directions_mean_margin_carries_its_bootstrap_interval_over_variants(planted: LoadedModel) -> None:
+    _, direction, _ = parse(INVARIANCE_AND_DIRECTION)
+    outcome = run_one(planted, direction)
+    margin = outcome.intervals["margin"]
+    assert (margin.method, margin.n, margin.level, margin.resamples, margin.seed) == ("bootstrap", 14, 0.95, 2000, 0)
+    assert outcome.metrics["margin"] in margin
+    assert outcome.intervals["pass_rate"] == wilson_interval(14, 14)
+    again = run_one(planted, direction).intervals["margin"]
+    assert again == margin == bootstrap_interval(margin_values(planted, direction)), "seeded: the same every run"
+
+
+def margin_values(model: LoadedModel, case: Any) -> list[float]:
+    return [result.value for result in measure_variants(model.bridge, MODEL, [(case, case.variants_to_run())])[0]]
+
+
+def test_with_confidence_a_pass_rate_above_the_bar_fails_on_its_lower_bound(planted: LoadedModel) -> None:
+    # 126 of 252 is 0.5 ≥ 0.45, but the 95% Wilson interval's lower bound is 0.439.
+    (lenient,) = parse(FAMILY.replace("min_pass_rate: 0.9", "min_pass_rate: 0.45"))
+    assert run_one(planted, lenient).failures == ()
+    (sure,) = parse(FAMILY.replace("min_pass_rate: 0.9", "min_pass_rate: 0.45, confidence: 0.95"))
+    outcome = run_one(planted, sure)
+    assert outcome.failures[0] == (
+        "pass rate 0.500 (126 of 252 variants), 95% interval [0.439, 0.561]: lower bound 0.439 < min_pass_rate 0.45"
+    )
+    assert outcome.failures[1].startswith(f"smallest failing variant {SMALLEST!r}: ")
+    assert outcome.explanation.splitlines()[:2] == [
+        "Pass rate 0.500 over all 252 variants; min_pass_rate 0.45",
+        "Judged by the lower bound of the pass rate's 95% Wilson interval [0.439, 0.561] over 252 variants: "
+        "0.439 < min_pass_rate 0.45",
+    ]
+    assert outcome.intervals["pass_rate"] == wilson_interval(126, 252), "recorded at the run's level"
+    (loose,) = parse(FAMILY.replace("min_pass_rate: 0.9", "min_pass_rate: 0.45, confidence: 0.5"))
+    assert run_one(planted, loose).failures == (), "at 50% confidence the lower bound is 0.479"
+
+
+ALL_PASS = FAMILY.replace("min_pass_rate: 0.9", "min_pass_rate: 0.8, confidence: 0.95").replace(
+    'prompt: "{opening} {day}{sep}{ask}"', 'prompt: "Today it is {day}, tomorrow it is"'
+)
+ALL_PASS = ALL_PASS.split("        alternatives:")[0] + '        answer: " January"\n'
+
+
+def test_with_confidence_too_few_variants_fail_even_when_all_pass(planted: LoadedModel) -> None:
+    (case,) = parse(ALL_PASS)
+    outcome = run_one(planted, case)
+    assert outcome.metrics == {"pass_rate": 1.0}
+    assert outcome.failures == (
+        "pass rate 1.000 (7 of 7 variants), 95% interval [0.646, 1.000]: lower bound 0.646 < min_pass_rate 0.8",
+    )
+    assert "smallest_failing" not in outcome.details
+    assert outcome.explanation.splitlines() == [
+        "All 7 variants passed, but 7 are too few to show a pass rate of 0.8:",
+        "Judged by the lower bound of the pass rate's 95% Wilson interval [0.646, 1.000] over 7 variants: "
+        "0.646 < min_pass_rate 0.8",
+        "Run more variants (more alternatives, a larger sample.size) or ask for less confidence.",
+    ]
+
+
+def test_a_confidence_outside_0_and_1_errors_its_case(planted: LoadedModel) -> None:
+    (case,) = parse(FAMILY)
+    bad = replace(case, expect=MappingProxyType({**case.expect, "confidence": 95.0}))
+    outcome = run_one(planted, bad)
+    assert isinstance(outcome.error, CaseFileError)
+    assert str(outcome.error) == (
+        "cases/r.seqprobe.yaml:7: case 'tomorrow': confidence=95.0; give a probability between 0 and 1, "
+        "e.g. confidence: 0.95"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # Through pytest, on the tiny model as it is
 
 PLUGIN_CASES = """
@@ -351,11 +435,19 @@ def test_pass_rate_takes_part_in_baselines(pytester: pytest.Pytester, tiny_llama
     data["cases"][0]["metrics"]["pass_rate"] = 1.05
     baseline.write_text(json.dumps(data))
     pytester.runpytest(*args).assert_outcomes(passed=1)
+    # Far beyond tolerance, but the stored 95% interval of 14 of 14 variants still overlaps this run's: noise.
     data["cases"][0]["metrics"]["pass_rate"] = 1.5
+    assert data["cases"][0]["intervals"]["pass_rate"] == [pytest.approx(0.785, abs=1e-3), 1.0]
+    baseline.write_text(json.dumps(data))
+    pytester.runpytest(*args).assert_outcomes(passed=1)
+    data["cases"][0]["intervals"]["pass_rate"] = [1.4, 1.6]
     baseline.write_text(json.dumps(data))
     result = pytester.runpytest(*args)
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["  failed: regressed: pass_rate 1.5 → 1 (tolerance 0.1)*"])
+    assert (
+        "  failed: regressed: pass_rate 1.5 [1.4, 1.6] → 1 [0.785, 1] (tolerance 0.1; the intervals do not overlap); "
+        "to accept, rerun with --update-baseline" in result.stdout.lines
+    )
 
 
 def test_a_bad_family_is_its_files_collection_error(pytester: pytest.Pytester) -> None:

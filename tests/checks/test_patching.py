@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from seqprobe.casefiles.patching import PatchClaim, PatchingCase
+from seqprobe.casefiles.claims import PatchClaim
+from seqprobe.casefiles.patching import PatchingCase
 from seqprobe.casefiles.reader import parse_case_file
 from seqprobe.checks.patching import check_claim, gather_evidence
 from seqprobe.engine.patching import make_pair
@@ -147,7 +148,11 @@ def test_claims_read_heads_together_the_lens_and_attribution_from_one_evidence(s
     together, values, missing, lens, attribution = (check_claim(claim, evidence) for claim in case.claims)
     assert together.metric == "recovery:z@L1H0+L2H1" and together.passed
     assert together.value == evidence.runs.patch_heads_together("z", [(1, 0), (2, 1)])
-    assert together.detail == f"patching L1H0+L2H1 together recovers {together.value:.3f}"
+    assert together.interval is not None and together.value in together.interval
+    low, high = together.interval.low, together.interval.high
+    assert together.detail == (
+        f"patching L1H0+L2H1 together recovers {together.value:.3f}; 95% interval [{low:.3f}, {high:.3f}] over 7 pair(s)"
+    )
     # Key/value heads keep the metric names claims have always had.
     assert values.metric == "recovery:v@L2H1" and values.value == evidence.runs.patch_heads_together("v", [(2, 1)])
     assert missing.metric == "recovery:z@L1H0+L5H0" and not missing.passed and math.isnan(missing.value)
@@ -187,11 +192,11 @@ def test_patching_case_through_the_plugin(pytester: pytest.Pytester, sharp_model
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "  failed: resid_pre at final, every layer in layers -1..-1, recovers ≥ 2: lowest recovery * at layer 2 of layers 2..2, position is_12",
+            "  failed: resid_pre at final, every layer in layers -1..-1, recovers ≥ 2: lowest recovery * at layer 2 of layers 2..2, position is_12; 95% interval * over 7 pair(s)",
             "clean metric *, corrupted * (metric = logit(answer) − logit(distractor) at the final position, averaged over 7 pair(s)*",
             "  holds: resid_pre at substituted, every layer in layers 0..0, recovers ≥ 0.999 — lowest recovery 1.000 at layer 0*",
         ]
     )
     markdown = (pytester.path / "r.md").read_text(encoding="utf-8")
     assert "| resid_pre at substituted, every layer in layers 0..0, recovers ≥ 0.999 |" in markdown
-    assert (pytester.path / "r_files").is_dir() and len(list((pytester.path / "r_files").glob("*.png"))) == 12
+    assert (pytester.path / "r_files").is_dir() and len(list((pytester.path / "r_files").glob("*.png"))) == 13

@@ -91,7 +91,7 @@ def test_agreement_refuses_grids_of_different_sites(tiny_llama_bridge) -> None: 
 def _view_runs(bridge) -> PatchingRuns:  # type: ignore[no-untyped-def]
     """Runs for DLA and the lens, each clean prompt's answer scored against that prompt's own day."""
     own_days = [bridge.to_single_token(f" {c}") for c, *_ in STUDY]
-    pairs = [replace(pair, distractor_id=day) for pair, day in zip(_pairs(bridge), own_days, strict=True)]
+    pairs = [replace(pair, distractor_ids=(day,)) for pair, day in zip(_pairs(bridge), own_days, strict=True)]
     return prepare_patching(bridge, pairs, sites=("resid_pre",), keep_clean=DLA_NEEDS | LENS_NEEDS)
 
 

@@ -9,9 +9,11 @@ from seqprobe.engine.scoring import (
     Completion,
     TokenScore,
     check_expectations,
+    continuation_token_ids,
     format_completion,
     prepare_prompt,
     score_completions,
+    single_token_id,
 )
 from seqprobe.errors import TokenizationError
 
@@ -68,6 +70,19 @@ def test_multi_token_answer_names_its_pieces(tiny_llama_bridge) -> None:
 def test_multi_token_distractor_is_rejected(tiny_llama_bridge) -> None:
     with pytest.raises(TokenizationError, match="distractor 'Sunday' is .* tokens"):
         prepare_prompt(tiny_llama_bridge, "Today it is", " Monday", ["Sunday"], where="here")
+
+
+def test_continuation_ids_are_the_text_tokenized_alone(tiny_llama_bridge) -> None:
+    """No BOS, whatever its length: what a completion case appends to its prompt's ids."""
+    ids = continuation_token_ids(tiny_llama_bridge, " Buenos Aires", role="answer", where="here")
+    assert ids == tuple(tiny_llama_bridge.to_tokens(" Buenos Aires", prepend_bos=False)[0].tolist())
+    assert len(ids) == 12
+    monday = continuation_token_ids(tiny_llama_bridge, " Monday", role="answer", where="here")
+    assert monday == (single_token_id(tiny_llama_bridge, " Monday", role="answer", where="here"),)
+    with pytest.raises(
+        TokenizationError, match=r"^here: answer '' is no token for .*; give it some text, e.g. ' Monday'$"
+    ):
+        continuation_token_ids(tiny_llama_bridge, "", role="answer", where="here")
 
 
 def test_over_long_prompt_is_rejected(tiny_llama_bridge) -> None:

@@ -37,3 +37,26 @@ def run_results(
         cases=cases,
         environment={"torch": "2.13.0", "date": "2025-01-01T00:00:00+00:00", "command": command},
     )
+
+
+def family_result(
+    name: str = "weekdays",
+    *,
+    pass_rate: float = 0.9,
+    interval: tuple[float, float] | None = (0.6, 0.98),
+    n: int = 10,
+    outcome: str = "passed",
+) -> CaseResult:
+    """A phrasing family of the `successor` suite; its pass rate has a 95% Wilson interval unless `interval` is None."""
+    info = {"pass_rate": {"level": 0.95, "method": "wilson", "n": n}}
+    return CaseResult(
+        case_id=f"{CASE_FILE}::successor::{name}",
+        suite="successor",
+        kind="family",
+        outcome=outcome,  # type: ignore[arg-type]
+        metrics={"pass_rate": pass_rate},
+        prompt="Today it is {day}, tomorrow it is",
+        answer=" {day+1}",
+        details={"intervals": info} if interval else {},
+        intervals={"pass_rate": interval} if interval else {},
+    )

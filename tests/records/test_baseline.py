@@ -13,9 +13,10 @@ from hypothesis import strategies as st
 
 from seqprobe.errors import BaselineError
 from seqprobe.records.baseline import compare_case, compare_runs, compare_to_baseline, summary_lines, tolerance_for
-from seqprobe.records.results import load_results, write_baseline
+from seqprobe.records.results import CaseResult, load_results, write_baseline
+from seqprobe.records.update import CaseFileRun, merge_baseline
 from seqprobe.vocabulary.metrics import DEFAULT_TOLERANCES, parse_tolerance
-from tests.records._builders import CASE_FILE, completion_result, run_results
+from tests.records._builders import CASE_FILE, completion_result, family_result, run_results
 
 HINT = "to accept, rerun with --update-baseline"
 
@@ -239,3 +240,129 @@ def test_swapping_the_runs_swaps_regressed_and_improved(before: float, after: fl
     backward = compare_case(completion_result(p_answer=after), completion_result(p_answer=before)).status
     swap = {"regressed": "improved", "improved": "regressed", "unchanged": "unchanged"}
     assert backward == swap[forward]
+
+
+# ---------------------------------------------------------------------------------------------
+# The noise rule: a move beyond tolerance with overlapping intervals is within noise
+
+
+def test_a_drop_beyond_tolerance_with_overlapping_intervals_is_within_noise() -> None:
+    # 9 of 10 variants, then 7 of 10: a drop of 0.2, twice the tolerance, that ten variants cannot tell from chance.
+    comparison = compare_case(family_result(), family_result(pass_rate=0.7, interval=(0.397, 0.892)))
+    assert comparison.status == "within_noise"
+    assert comparison.messages == (
+        "within noise: pass_rate 0.9 [0.6, 0.98] → 0.7 [0.397, 0.892] (tolerance 0.1; the intervals overlap)",
+    )
+    (change,) = comparison.metrics
+    assert (change.verdict, change.intervals_overlap) == ("within_noise", True)
+    comparisons = compare_runs(run_results(family_result()), run_results(comparison.current))  # type: ignore[arg-type]
+    assert not comparisons.has_regressions
+    assert summary_lines(comparisons) == ["1 within noise (1 case)"]
+
+
+def test_a_drop_beyond_tolerance_with_disjoint_intervals_is_a_regression() -> None:
+    # 95 of 100 variants, then 50 of 100.
+    before = family_result(pass_rate=0.95, interval=(0.888, 0.978), n=100)
+    after = family_result(pass_rate=0.5, interval=(0.404, 0.596), n=100)
+    comparison = compare_case(before, after)
+    assert comparison.status == "regressed"
+    assert comparison.messages == (
+        "regressed: pass_rate 0.95 [0.888, 0.978] → 0.5 [0.404, 0.596] (tolerance 0.1; the intervals do not overlap); "
+        f"{HINT}",
+    )
+    assert compare_runs(run_results(before), run_results(after)).has_regressions
+
+
+def test_a_gain_with_overlapping_intervals_is_not_an_improvement() -> None:
+    comparison = compare_case(family_result(pass_rate=0.7, interval=(0.397, 0.892)), family_result())
+    assert comparison.status == "within_noise"
+    assert comparison.messages[0].startswith("within noise: pass_rate 0.7 [0.397, 0.892] → 0.9 [0.6, 0.98]")
+
+
+def test_without_an_interval_on_both_sides_the_tolerance_rule_holds() -> None:
+    old_file = family_result(interval=None)
+    comparison = compare_case(old_file, family_result(pass_rate=0.7, interval=(0.397, 0.892)))
+    assert comparison.status == "regressed"
+    assert comparison.messages == (f"regressed: pass_rate 0.9 → 0.7 [0.397, 0.892] (tolerance 0.1); {HINT}",)
+    within = compare_case(old_file, family_result(pass_rate=0.85))
+    assert within.status == "unchanged" and within.messages == ()
+
+
+def test_a_move_within_tolerance_stays_unchanged_whatever_the_intervals() -> None:
+    comparison = compare_case(family_result(), family_result(pass_rate=0.85, interval=(0.95, 0.99)))
+    assert comparison.status == "unchanged" and comparison.messages == ()
+
+
+def test_a_change_of_interval_level_between_runs_is_stated() -> None:
+    baseline = replace(run_results(family_result()), interval_level=0.95)
+    current = replace(run_results(family_result()), interval_level=0.8)
+    assert summary_lines(compare_runs(baseline, current)) == [
+        "1 unchanged (1 case)",
+        "environment differs: interval_level: 0.95 → 0.8",
+    ]
+    assert summary_lines(compare_runs(baseline, replace(current, interval_level=None))) == ["1 unchanged (1 case)"]
+
+
+interval_bounds = st.tuples(st.floats(0, 1), st.floats(0, 1)).map(sorted).map(tuple)
+
+
+@given(before=st.floats(0, 1), after=st.floats(0, 1), old=interval_bounds, new=interval_bounds)
+def test_only_disjoint_intervals_beyond_tolerance_change_a_verdict(
+    before: float, after: float, old: tuple[float, float], new: tuple[float, float]
+) -> None:
+    status = compare_case(family_result(pass_rate=before, interval=old), family_result(pass_rate=after, interval=new))
+    plain = compare_case(family_result(pass_rate=before, interval=None), family_result(pass_rate=after, interval=None))
+    overlap = max(old[0], new[0]) <= min(old[1], new[1])
+    if plain.status == "unchanged":
+        assert status.status == "unchanged"
+    else:
+        assert status.status == ("within_noise" if overlap else plain.status)
+
+
+def test_intervals_and_the_level_round_trip_through_the_results_file(tmp_path: Path) -> None:
+    results = replace(run_results(completion_result(), family_result()), interval_level=0.95)
+    data = results.to_json()
+    assert data["interval_level"] == 0.95
+    assert data["cases"][1]["intervals"] == {"pass_rate": [0.6, 0.98]}
+    assert data["cases"][1]["details"]["intervals"] == {"pass_rate": {"level": 0.95, "method": "wilson", "n": 10}}
+    assert data["cases"][0]["intervals"] == {}
+    path = tmp_path / "baseline.json"
+    write_baseline(results, path)
+    assert load_results(path) == results
+
+
+def test_a_results_file_from_before_intervals_still_loads(tmp_path: Path) -> None:
+    data = run_results(family_result(interval=None)).to_json()
+    for case in data["cases"]:
+        del case["intervals"]
+    assert "interval_level" not in data
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    loaded = load_results(path)
+    assert loaded.interval_level is None and loaded.cases[0].intervals == {}
+    bad = json.loads(json.dumps(data))
+    bad["cases"][0]["intervals"] = {"pass_rate": [0.9]}
+    path.write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(BaselineError, match=r"intervals\['pass_rate'\] must be \[low, high\], found \[0.9\]"):
+        load_results(path)
+
+
+def test_interval_lists_become_tuples_so_records_compare_equal() -> None:
+    listed = replace(family_result(), intervals={"pass_rate": [0.6, 0.98]})
+    assert listed == family_result() and listed.intervals == {"pass_rate": (0.6, 0.98)}
+    with pytest.raises(ValueError, match="has low > high"):
+        CaseResult.from_json(family_result().to_json() | {"intervals": {"pass_rate": [0.9, 0.1]}})
+
+
+def test_an_update_stores_intervals_and_counts_moves_within_noise_apart() -> None:
+    files = {CASE_FILE: CaseFileRun(sha256="cd" * 32, case_ids=(family_result().case_id,), whole=True)}
+    old = replace(run_results(family_result()), interval_level=0.95)
+    new = replace(run_results(family_result(pass_rate=0.7, interval=(0.397, 0.892))), interval_level=0.95)
+    update = merge_baseline(old, new, files, path="base.json")
+    assert update.results.cases[0].intervals == {"pass_rate": (0.397, 0.892)}
+    assert update.results.interval_level == 0.95
+    assert (update.changed, update.noise, update.unchanged) == ((), (family_result().case_id,), ())
+    assert update.summary_lines("base.json") == [
+        "baseline written: base.json (1 case: 0 added, 0 changed, 0 within tolerance, 1 within noise, "
+        "0 dropped, 0 kept (not run))"
+    ]

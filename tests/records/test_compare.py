@@ -11,7 +11,7 @@ import pytest
 
 from seqprobe.records.compare import compare_main
 from seqprobe.records.results import CaseResult, RunResults
-from tests.records._builders import CASE_FILE, completion_result, run_results
+from tests.records._builders import CASE_FILE, completion_result, family_result, run_results
 
 
 def healthy() -> RunResults:
@@ -153,3 +153,56 @@ def test_a_reader_that_stops_early_gets_no_traceback_and_the_diff_is_written(
     assert compare.wait() == 1
     assert "Traceback" not in compare.stderr.read().decode()
     assert (tmp_path / "diff.md").read_text(encoding="utf-8").startswith("# seqprobe compare")
+
+
+def test_intervals_show_beside_values_and_overlapping_ones_are_within_noise(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    old, new = tmp_path / "old.json", tmp_path / "new.json"
+    old.write_text(
+        run_results(
+            family_result("noisy"), family_result("clear", pass_rate=0.95, interval=(0.888, 0.978), n=100)
+        ).dumps()
+    )
+    new.write_text(
+        run_results(
+            family_result("noisy", pass_rate=0.7, interval=(0.397, 0.892)),
+            family_result("clear", pass_rate=0.95, interval=(0.888, 0.978), n=100),
+        ).dumps()
+    )
+    assert compare_main([str(old), str(new), "--out", str(tmp_path / "diff.md")]) == 0, "noise is no regression"
+    assert capsys.readouterr().out == "1 within noise, 1 unchanged (2 cases)\n"
+    table = (tmp_path / "diff.md").read_text(encoding="utf-8").split("## Cases, biggest changes first", 1)[1]
+    rows = [[cell.strip() for cell in line.split("|")[1:-1]] for line in table.strip().splitlines()[2:]]
+    assert rows == [
+        [
+            f"`{CASE_FILE}::successor::noisy`",
+            "within noise",
+            "pass_rate",
+            "0.9 [0.6, 0.98]",
+            "0.7 [0.397, 0.892]",
+            "-0.2",
+            "0.1",
+        ],
+        [
+            f"`{CASE_FILE}::successor::clear`",
+            "unchanged",
+            "pass_rate",
+            "0.95 [0.888, 0.978]",
+            "0.95 [0.888, 0.978]",
+            "0",
+            "0.1",
+        ],
+    ]
+
+    # Fifty of a hundred variants: the intervals part, and the drop is a regression.
+    new.write_text(
+        run_results(
+            family_result("noisy"), family_result("clear", pass_rate=0.5, interval=(0.404, 0.596), n=100)
+        ).dumps()
+    )
+    assert compare_main([str(old), str(new)]) == 1
+    assert capsys.readouterr().out.splitlines()[1] == (
+        f"{CASE_FILE}::successor::clear: regressed: pass_rate 0.95 [0.888, 0.978] → 0.5 [0.404, 0.596] "
+        "(tolerance 0.1; the intervals do not overlap)"
+    )

@@ -338,3 +338,39 @@ def test_importing_the_html_report_loads_neither_plotly_nor_matplotlib_nor_panda
     code = "import sys, seqprobe.records.html; print(sorted(m for m in ('plotly', 'matplotlib', 'pandas') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout == "[]\n"
+
+
+def test_intervals_follow_their_values_sort_by_the_value_and_are_stated_once() -> None:
+    family = CaseResult(
+        case_id=f"{FILE}::successor::weekdays",
+        suite="successor",
+        kind="family",
+        outcome="passed",
+        metrics={"pass_rate": 0.9},
+        intervals={"pass_rate": (0.596, 0.982)},
+        details={"intervals": {"pass_rate": {"level": 0.9, "method": "wilson", "n": 10}}},
+    )
+    results = RunResults(model=MODEL, case_files={FILE: "12" * 32}, cases=(family,), interval_level=0.9)
+    text = render_html_report(results)
+    assert text.count("<strong>Intervals:</strong>") == 1
+    assert "<li><strong>Intervals:</strong> 90%; pass_rate: Wilson score interval over variants.</li>" in text
+    assert '<td data-sort="0.9" class="number">0.9 [0.596, 0.982]</td>' in text
+    assert "Intervals" not in render_html_report(report_results(figures=False))
+
+
+def test_line_intervals_are_plotly_error_bars() -> None:
+    spec = replace(LINE, low=(-1.5, math.nan, 1.0), high=(-0.5, math.nan, 2.5))
+    (trace,) = figure_json(spec)["data"]
+    assert trace["error_y"] | {"color": None} == {
+        "type": "data",
+        "symmetric": False,
+        "array": [0.5, None, 0.5],
+        "arrayminus": [0.5, None, 1.0],
+        "color": None,
+        "thickness": 1,
+        "width": 3,
+    }
+    assert trace["text"][0] == "Layer: 0_pre<br>logit diff: -1 [-1.5, -0.5]"
+    assert trace["text"][1] == "Layer: 1_pre<br>logit diff: nan", "no interval where none was measured"
+    assert "error_y" not in figure_json(LINE)["data"][0]
+    json.dumps(figure_json(spec), allow_nan=False)

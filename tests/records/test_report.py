@@ -390,7 +390,7 @@ def test_figure_spec_errors_say_what_a_kind_needs() -> None:
     assert str(excinfo.value) == (
         "figure 'lens' (line): missing fields ['values', 'x_label', 'x_labels', 'y_label'], "
         "unknown fields ['value']; a line figure has "
-        "['name', 'title', 'values', 'x_label', 'x_labels', 'y_label']"
+        "['high', 'low', 'name', 'title', 'values', 'x_label', 'x_labels', 'y_label']"
     )
     with pytest.raises(ValueError, match=r"kind='pie'; expected one of \['attention', "):
         FigureSpec.from_json({"kind": "pie", "name": "p"})
@@ -457,3 +457,108 @@ def test_coinciding_scatter_points_share_one_label_and_long_titles_wrap() -> Non
     assert sorted(text.get_text() for text in axes.texts) == ["L0H0", "L2H0", "L2H1, L2H2"]
     title_lines = axes.get_title().split("\n")
     assert len(title_lines) == 2 and all(len(line) <= TITLE_WIDTH for line in title_lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Intervals: beside their values, stated once, as error bars on lines
+
+LINE_WITH_INTERVALS = LineSpec(
+    name="recovery_by_layer",
+    title="Recovery by layer, 95% bootstrap over pairs",
+    x_labels=("L0", "L1", "L2"),
+    values=(0.1, 0.8, math.nan),
+    x_label="Layer",
+    y_label="recovery",
+    low=(0.0, 0.6, math.nan),
+    high=(0.3, 0.95, math.nan),
+)
+
+
+def interval_results() -> RunResults:
+    """A family with a Wilson interval on its pass rate, a patching case with bootstrap intervals and claims."""
+    family = CaseResult(
+        case_id=f"{FILE}::successor::weekday_family",
+        suite="successor",
+        kind="family",
+        outcome="passed",
+        metrics={"pass_rate": 0.9},
+        intervals={"pass_rate": (0.596, 0.982)},
+        details={"intervals": {"pass_rate": {"level": 0.95, "method": "wilson", "n": 10}}},
+    )
+    bootstrap = {"level": 0.95, "method": "bootstrap", "n": 4, "resamples": 2000, "seed": 0}
+    patching = CaseResult(
+        case_id=f"{FILE}::successor::sunday_patching",
+        suite="successor",
+        kind="patching",
+        outcome="passed",
+        metrics={"recovery": 0.83, "rank": 1.0},
+        intervals={"recovery": (0.61, 0.97)},
+        details={
+            "intervals": {"recovery": bootstrap},
+            "claims": [
+                {
+                    "text": "resid_pre recovers",
+                    "value": 0.83,
+                    "threshold": 0.6,
+                    "passed": True,
+                    "interval": [0.61, 0.97],
+                }
+            ],
+            "figures": [LINE_WITH_INTERVALS.to_json()],
+        },
+    )
+    return RunResults(
+        model={"name": "tiny"}, case_files={FILE: "0" * 64}, cases=(family, patching), interval_level=0.95
+    )
+
+
+def test_intervals_follow_their_values_and_are_stated_once() -> None:
+    text = render_report(interval_results())
+    assert text.count("- **Intervals:** ") == 1
+    assert (
+        "- **Intervals:** 95%; pass_rate: Wilson score interval over variants; recovery: percentile bootstrap "
+        "over pairs (2000 resamples, seed 0)." in text
+    )
+    rows = {
+        line.split("|")[2].strip(): [cell.strip() for cell in line.split("|")]
+        for line in text.splitlines()
+        if "| `" in line
+    }
+    assert "0.9 [0.596, 0.982]" in rows["`weekday_family`"]
+    assert "0.83 [0.61, 0.97]" in rows["`sunday_patching`"] and "1" in rows["`sunday_patching`"], "rank has no interval"
+    assert "| resid_pre recovers | 0.83 [0.61, 0.97] |" in text.replace("  ", "")
+
+
+def test_a_report_without_intervals_says_nothing_of_them() -> None:
+    assert "Intervals" not in render_report(sample_results())
+
+
+def test_line_intervals_round_trip_and_render_as_error_bars(tmp_path: Path) -> None:
+    import json
+
+    data = json.loads(json.dumps(LINE_WITH_INTERVALS.to_json()))
+    assert (data["low"], data["high"]) == ([0.0, 0.6, None], [0.3, 0.95, None])
+    again = FigureSpec.from_json(data)
+    assert again.to_json() == data and isinstance(again, LineSpec) and again.has_intervals
+    assert "low" not in LINE.to_json() and "high" not in LINE.to_json(), "a line without intervals writes what it did"
+    render_figure(again, tmp_path / "line.png")
+    assert (tmp_path / "line.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_line_intervals_need_both_bounds_one_per_value() -> None:
+    fields = {
+        "name": "lens",
+        "title": "t",
+        "x_labels": ("a", "b"),
+        "values": (1.0, 2.0),
+        "x_label": "x",
+        "y_label": "y",
+    }
+    with pytest.raises(ValueError) as excinfo:
+        LineSpec(**fields, low=(0.0, 1.0))
+    assert str(excinfo.value) == (
+        "figure 'lens' (line): 2 low and 0 high bounds for 2 values; give both, one of each per value "
+        "(NaN where a value has none)"
+    )
+    with pytest.raises(ValueError, match="3 low and 3 high bounds for 2 values"):
+        LineSpec(**fields, low=(0.0, 1.0, 2.0), high=(1.0, 2.0, 3.0))

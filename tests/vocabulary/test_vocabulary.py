@@ -7,7 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from seqprobe.vocabulary.heads import format_head, parse_head, resolve_layer
-from seqprobe.vocabulary.metrics import DEFAULT_TOLERANCES, METRICS, REPORT_COLUMNS, THRESHOLD_KINDS, metric_family
+from seqprobe.vocabulary.metrics import (
+    DEFAULT_TOLERANCES,
+    METRICS,
+    REPORT_COLUMNS,
+    THRESHOLD_KINDS,
+    Level,
+    metric_family,
+)
 from seqprobe.vocabulary.sites import HEAD_SITES, HOOK_NAMES, POSITION_SITES, SITES, hook_name
 
 layers = st.integers(min_value=-40, max_value=40)
@@ -46,4 +53,14 @@ def test_metrics_have_one_tolerance_and_one_column_each() -> None:
     assert set(DEFAULT_TOLERANCES) == set(METRICS) == set(REPORT_COLUMNS)
     assert [name for name, metric in METRICS.items() if metric.lower_is_better] == ["rank"]
     assert metric_family("recovery:resid_pre@L3") == "recovery"
-    assert all(name.startswith(("min_", "max_")) for name in THRESHOLD_KINDS)
+    # Bounds read min_/max_; the others are a level and a flag, listed here so a new one is a choice.
+    others = {name for name in THRESHOLD_KINDS if not name.startswith(("min_", "max_"))}
+    assert others == {"confidence", "greedy"}
+    assert THRESHOLD_KINDS["greedy"] is bool and THRESHOLD_KINDS["confidence"] is Level
+
+
+def test_the_continuation_bars_and_metrics_are_named() -> None:
+    assert {"min_logprob", "min_logprob_diff", "greedy"} <= set(THRESHOLD_KINDS)
+    assert REPORT_COLUMNS[:5] == ("p_answer", "rank", "logit_diff", "logprob", "logprob_diff")
+    # A one-token logprob_diff is the logit_diff, so the two share a tolerance.
+    assert DEFAULT_TOLERANCES["logprob_diff"] == DEFAULT_TOLERANCES["logit_diff"]
