@@ -2,12 +2,14 @@
 
 SeqprobeError
 ├── CaseFileError (ValueError)        a case file is malformed: names file:line and the fix
-│   └── TokenizationError             an answer is several tokens, a prompt too long or empty
+│   └── TokenizationError             a next-token bar on a longer answer, a prompt too long or empty
 ├── ModelLoadError (RuntimeError)     a model name, file or download cannot be resolved
 │   └── WeightsIntegrityError         a file's sha256 differs from the one expected
 ├── PatchingError (ValueError)        clean/corrupted mismatch, or recovery is undefined
 ├── BaselineError (ValueError)        a baseline file is missing, unreadable or incomparable
-└── AblationError (ValueError)        a head to ablate that the model lacks, or an occupied folder
+├── AblationError (ValueError)        a head to ablate that the model lacks, or an occupied folder
+└── SequenceIndexError (IndexError)   a step past the end of a sequence that does not wrap
+                                      (defined beside the sequences, seqprobe.casefiles.sequences)
 """
 
 from __future__ import annotations

@@ -67,11 +67,25 @@ def expect_completion(
     min_prob: float | None = None,
     max_rank: int | None = None,
     min_logit_diff: float | None = None,
+    min_logprob: float | None = None,
+    min_logprob_diff: float | None = None,
+    greedy: bool | None = None,
     id: str | None = None,  # noqa: A002 - the case file's key
 ) -> CheckOutcome:
-    """The next token after `prompt` is `answer`, within the bars given (as a case file's `expect`)."""
+    """`prompt` continues with `answer` (of any length), within the bars given (as a case file's `expect`).
+
+    `max_rank` and `min_logit_diff` read the next token, so they need one-token answers; for longer
+    ones use `greedy=True` and `min_logprob_diff`.
+    """
     __tracebackhide__ = True
-    bars = {"min_prob": min_prob, "max_rank": max_rank, "min_logit_diff": min_logit_diff}
+    bars = {
+        "min_prob": min_prob,
+        "max_rank": max_rank,
+        "min_logit_diff": min_logit_diff,
+        "min_logprob": min_logprob,
+        "min_logprob_diff": min_logprob_diff,
+        "greedy": greedy,
+    }
     entry = {"prompt": prompt, "answer": answer, "distractors": list(distractors)}
     return _expect(model, "completion", entry, bars, id=id)
 

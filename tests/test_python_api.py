@@ -198,3 +198,27 @@ def test_the_readme_example_runs_on_the_real_model(pytester: pytest.Pytester, re
     ids = [case["case_id"] for case in json.loads((pytester.path / "r.json").read_text())["cases"]]
     assert len(ids) == 44
     assert "test_days.py::test_days[tomorrow::sunday]::sunday" in ids
+
+
+def test_a_longer_answer_takes_the_continuation_bars(pytester: pytest.Pytester, tiny_llama_dir: Path) -> None:
+    pytester.makeconftest(COUNTING_CONFTEST)
+    pytester.makepyfile(
+        test_longer=f"""
+        import seqprobe
+
+
+        def test_scored_as_a_continuation(seqprobe_model):
+            outcome = seqprobe.expect_completion(
+                seqprobe_model, "{PROMPT}", " Monday Tuesday", distractors=[" Sunday"], min_logprob=-1000,
+                min_logprob_diff=-1000,
+            )
+            assert set(outcome.metrics) == {{"p_answer", "logprob", "logprob_diff"}}
+
+
+        def test_greedy_must_write_the_whole_answer(seqprobe_model):
+            seqprobe.expect_completion(seqprobe_model, "{PROMPT}", " Monday Tuesday", greedy=True)
+        """
+    )
+    result = run(pytester, tiny_llama_dir)
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["E   *ExpectationFailed:   failed: greedy decoding gives *, not ' Monday Tuesday': *"])

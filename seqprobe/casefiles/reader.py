@@ -3,7 +3,8 @@
 A case file holds named suites; each suite holds cases of one of the kinds in
 `seqprobe.casefiles.kinds`. The whole file is validated when it is loaded, so a mistake becomes that
 file's collection error with its line number, never a crash mid-run. Checks that need the model's
-tokenizer (one-token answers, prompt length) run when the model is loaded (`seqprobe.engine.scoring`).
+tokenizer (a next-token bar on a longer answer, prompt length) run when the model is loaded
+(`seqprobe.checks.completion`, `seqprobe.engine.scoring`).
 """
 
 from __future__ import annotations

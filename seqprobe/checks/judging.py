@@ -21,7 +21,7 @@ from torch import Tensor
 
 from seqprobe.records.intervals import Interval, bootstrap_interval
 
-__all__ = ["ClaimVerdict", "IntervalAt", "Levels", "judge", "mean_interval", "rank_interval", "recovery_interval"]
+__all__ = ["ClaimVerdict", "IntervalAt", "Levels", "judged", "mean_interval", "rank_interval", "recovery_interval"]
 
 Reduce = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 # A claim's interval at a given level, computed on demand: a claim judged at another confidence
@@ -62,7 +62,32 @@ class Levels:
     confidence: float | None
 
 
-def judge(
+def judged(
+    *,
+    text: str,
+    metric: str,
+    value: float,
+    threshold: float,
+    detail: str,
+    interval: IntervalAt | None,
+    levels: Levels,
+    lower_is_better: bool = False,
+) -> ClaimVerdict:
+    """The verdict on one claim's number: `detail` says why, in numbers; the interval's words follow it."""
+    passed, recorded, words = _judge(value, threshold, interval, levels, lower_is_better=lower_is_better)
+    return ClaimVerdict(
+        text=text,
+        metric=metric,
+        value=value,
+        threshold=threshold,
+        passed=passed,
+        detail=detail + words,
+        lower_is_better=lower_is_better,
+        interval=recorded,
+    )
+
+
+def _judge(
     value: float,
     threshold: float,
     interval: IntervalAt | None,
@@ -138,11 +163,10 @@ def rank_interval(
 ) -> Interval:
     """The interval of one cell's rank by recovery among all cells (1 = the highest; ties count against it)."""
 
-    def statistic(means: NDArray[np.float64]) -> NDArray[np.float64]:
-        recoveries = _recoveries(means)  # [resample cell]
+    def rank(recoveries: NDArray[np.float64]) -> NDArray[np.float64]:  # [resample cell] -> [resample]
         return (recoveries >= recoveries[:, cell : cell + 1]).sum(axis=1).astype(np.float64)
 
-    return bootstrap_interval(_columns(patched, clean, corrupted), statistic, level=level)
+    return recovery_interval(patched, clean, corrupted, reduce=rank, level=level)
 
 
 def mean_interval(

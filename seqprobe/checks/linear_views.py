@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from seqprobe.checks.judging import ClaimVerdict, Levels, judge, mean_interval
+from seqprobe.checks.judging import ClaimVerdict, Levels, judged, mean_interval
 from seqprobe.vocabulary.heads import format_head, resolve_layer
 
 if TYPE_CHECKING:
@@ -27,13 +27,13 @@ def check_lens(claim: LogitLensClaim, lens: LogitLens, levels: Levels) -> ClaimV
     # "reaches the bar by entry `by`" is "the best entry up to `by` clears it".
     value = float(lens.logit_diff[: by + 1].max())
     interval = mean_interval(lens.pairs, lambda pairs: pairs[:, : by + 1], reduce=lambda m: m.max(axis=1))
-    passed, recorded, words = judge(value, claim.min_logit_diff, interval, levels)
-    return ClaimVerdict(
+    return judged(
+        interval=interval,
+        levels=levels,
         text=claim.text,
         metric=f"logit_diff:lens@{claim.by_layer}",
         value=value,
         threshold=claim.min_logit_diff,
-        passed=passed,
         detail=(
             f"best logit difference up to entry {by} is {value:.3f}; "
             + (
@@ -41,9 +41,8 @@ def check_lens(claim: LogitLensClaim, lens: LogitLens, levels: Levels) -> ClaimV
                 if reached is not None
                 else "never reaches it"
             )
-            + f" (entries: block inputs 0..{entries - 2}, then the final stream){words}"
+            + f" (entries: block inputs 0..{entries - 2}, then the final stream)"
         ),
-        interval=recorded,
     )
 
 
@@ -67,19 +66,18 @@ def check_attribution(claim: AttributionClaim, attribution: DirectAttribution, l
         value, name = attribution.component(claim.component), claim.component
         index = attribution.labels.index(claim.component)
         interval = mean_interval(attribution.component_pairs, lambda pairs: pairs[:, index], reduce=_first)
-    passed, recorded, words = judge(value, claim.min_logit_diff, interval, levels)
-    return ClaimVerdict(
+    return judged(
+        interval=interval,
+        levels=levels,
         text=claim.text,
         metric=f"logit_diff:dla@{name}",
         value=value,
         threshold=claim.min_logit_diff,
-        passed=passed,
         detail=(
             f"{name} writes {value:+.3f} of the logit difference {attribution.logit_diff:.3f} "
             f"(components sum to {attribution.logit_diff - attribution.residual:.3f}; residual {attribution.residual:+.2e})"
-            f"{words}"
+            f""
         ),
-        interval=recorded,
     )
 
 

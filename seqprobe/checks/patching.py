@@ -22,7 +22,7 @@ from seqprobe.casefiles.claims import AttributionClaim, Claim, LogitLensClaim, P
 from seqprobe.casefiles.patching import PatchingCase
 from seqprobe.checks.evidence import Evidence
 from seqprobe.checks.figures import figures
-from seqprobe.checks.judging import ClaimVerdict, IntervalAt, Levels, judge, rank_interval, recovery_interval
+from seqprobe.checks.judging import ClaimVerdict, IntervalAt, Levels, judged, rank_interval, recovery_interval
 from seqprobe.checks.linear_views import check_attribution, check_lens
 from seqprobe.checks.outcome import CheckOutcome
 from seqprobe.engine.patching import PatchingPair, SweepResult, make_pair, prepare_patching, recovery
@@ -134,16 +134,15 @@ def _check_positions(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> C
             level=level,
         ),
     )
-    passed, recorded, words = judge(value, claim.min_recovery, interval, levels)
-    return ClaimVerdict(
+    return judged(
+        interval=interval,
+        levels=levels,
         text=claim.text,
         metric=f"recovery:{claim.site}@{claim.at}[{claim.layers[0]}..{claim.layers[1]}]/{claim.require}",
         value=value,
         threshold=claim.min_recovery,
-        passed=passed,
         detail=f"{'lowest' if every else 'highest'} recovery {value:.3f} at layer {layer} of layers {first}..{last}, "
-        f"position {sweep.labels[column]}{words}",
-        interval=recorded,
+        f"position {sweep.labels[column]}",
     )
 
 
@@ -188,16 +187,15 @@ def _check_rank(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> ClaimV
             patched.flatten(1), sweep.clean_pairs, sweep.corrupted_pairs, cell=cell, level=level
         ),
     )
-    passed, recorded, words = judge(float(rank), float(claim.top_k), interval, levels, lower_is_better=True)
-    return ClaimVerdict(
+    return judged(
+        interval=interval,
+        levels=levels,
         text=claim.text,
         metric=f"rank:{claim.site}@{format_head(layer, head)}",
         value=float(rank),
         threshold=float(claim.top_k),
-        passed=passed,
-        detail=f"rank {rank} (recovery {sweep.at(layer, head):.3f}); top {claim.top_k}: {leaders}{words}",
+        detail=f"rank {rank} (recovery {sweep.at(layer, head):.3f}); top {claim.top_k}: {leaders}",
         lower_is_better=True,
-        interval=recorded,
     )
 
 
@@ -235,15 +233,14 @@ def _check_together(claim: PatchClaim, evidence: Evidence, levels: Levels) -> Cl
             patched[:, None], runs.clean_pairs, runs.corrupted_pairs, reduce=lambda r: r[:, 0], level=level
         )
 
-    passed, recorded, words = judge(value, claim.min_recovery, interval, levels)
-    return ClaimVerdict(
+    return judged(
+        interval=interval,
+        levels=levels,
         text=claim.text,
         metric=f"recovery:{claim.site}@{names}",
         value=value,
         threshold=claim.min_recovery,
-        passed=passed,
-        detail=f"patching {names} together recovers {value:.3f}{words}",
-        interval=recorded,
+        detail=f"patching {names} together recovers {value:.3f}",
     )
 
 
