@@ -254,11 +254,13 @@ def test_starter_library_parses_with_expected_sizes() -> None:
         )
     }
     assert sizes == {
-        "capitals.seqprobe.yaml": {"capital-of": 10},
+        "capitals.seqprobe.yaml": {"capital-of": 10, "capital-of-several-tokens": 6},
         "days-mechanism.seqprobe.yaml": {"tomorrow-mechanism": 3},
         "days-robustness.seqprobe.yaml": {"phrasings": 3, "invariances": 3, "directions": 2},
         "days.seqprobe.yaml": {"list-continuation": 7, "tomorrow": 7, "yesterday": 7},
         "months-mechanism.seqprobe.yaml": {"list-mechanism": 1},
         "months-robustness.seqprobe.yaml": {"phrasings": 3, "invariances": 3, "directions": 2},
         "months.seqprobe.yaml": {"list-continuation": 12, "next-month": 12},
+        # Ordered sequences skip the bindings past their ends: years 1992..2009, words five..nineteen, E..Y.
+        "numbers.seqprobe.yaml": {"year-after": 19, "counting": 16, "letters": 21},
     }
