@@ -19,13 +19,13 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from seqprobe.casefiles.claims import AttributionClaim, Claim, LogitLensClaim, PatchClaim
-from seqprobe.casefiles.patching import PatchingCase
+from seqprobe.casefiles.patching import PairSpec, PatchingCase
 from seqprobe.checks.evidence import Evidence
 from seqprobe.checks.figures import figures
 from seqprobe.checks.judging import ClaimVerdict, IntervalAt, Levels, judged, rank_interval, recovery_interval
 from seqprobe.checks.linear_views import check_attribution, check_lens
 from seqprobe.checks.outcome import CheckOutcome
-from seqprobe.engine.patching import PatchingPair, SweepResult, make_pair, prepare_patching, recovery
+from seqprobe.engine.patching import PatchingPair, PatchingRuns, SweepResult, make_pair, prepare_patching, recovery
 from seqprobe.errors import PatchingError, SeqprobeError
 from seqprobe.records.intervals import DEFAULT_LEVEL, Interval
 from seqprobe.vocabulary.heads import format_head, format_layer, resolve_layer
@@ -64,27 +64,47 @@ def gather_evidence(
         logit_lens,
     )
 
-    needed = {c.site for c in claims if isinstance(c, PatchClaim) and c.method == "exact"}
-    sites = SITES if everything else tuple(site for site in SITES if site in needed)
+    exact = [c for c in claims if isinstance(c, PatchClaim) and c.method == "exact"]
+    # Heads patched together need the runs of their site, not its sweep.
+    swept = {c.site for c in exact if c.site in POSITION_SITES or c.top_k is not None}
+    sites = SITES if everything else tuple(site for site in SITES if site in swept)
     estimated = sorted({c.site for c in claims if isinstance(c, PatchClaim) and c.method == "attribution"})
+    together = {c.site for c in exact if c.site not in POSITION_SITES and c.top_k is None}
     # The linear views read one answer logit: a report draws them only for one-token pairs, and a
     # claim on them with longer answers fails with the reason (PatchingRuns.token_ids).
     linear = all(len(p.answer_ids) == len(p.distractor_ids) == 1 for p in pairs)
     wants_lens = (everything and linear) or any(isinstance(c, LogitLensClaim) for c in claims)
     wants_attribution = (everything and linear) or any(isinstance(c, AttributionClaim) for c in claims)
+    prepared = tuple(site for site in SITES if site in {*sites, *estimated, *together}) or ("resid_pre",)
     runs = prepare_patching(
         bridge,
         pairs,
-        sites=tuple(dict.fromkeys([*sites, *estimated])) or ("resid_pre",),
+        sites=prepared,
         keep_clean=(LENS_NEEDS if wants_lens else frozenset()) | (DLA_NEEDS if wants_attribution else frozenset()),
     )
     return Evidence(
         runs=runs,
-        sweeps={site: runs.sweep(site) for site in sites},
+        sweeps={site: runs.sweep(site, cells=None if everything else _cells_read(site, exact, runs)) for site in sites},
         estimates=attribution_patching(runs, sites=estimated) if estimated else {},
         lens=logit_lens(runs) if wants_lens else None,
         attribution=direct_logit_attribution(runs) if wants_attribution else None,
     )
+
+
+def _cells_read(site: str, claims: Sequence[PatchClaim], runs: PatchingRuns) -> Tensor | None:
+    """The cells of `site`'s grid the claims read: a layer range of one column each; None (all) for a rank."""
+    import torch
+
+    on_site = [c for c in claims if c.site == site]
+    if any(c.top_k is not None for c in on_site):
+        return None
+    n_layers, n_columns = runs.grid_shape(site)
+    cells = torch.zeros(n_layers, n_columns, dtype=torch.bool)
+    for claim in on_site:
+        assert claim.layers is not None and claim.at is not None
+        first, last = (resolve_layer(spec, n_layers) for spec in claim.layers)
+        cells[first : last + 1, runs.column(site, claim.at)] = True
+    return cells
 
 
 def check_claim(
@@ -103,12 +123,12 @@ def check_claim(
     if isinstance(claim, AttributionClaim):
         assert evidence.attribution is not None
         return check_attribution(claim, evidence.attribution, levels)
+    if claim.site not in POSITION_SITES and claim.top_k is None:
+        return _check_together(claim, evidence, levels)
     sweep = (evidence.estimates if claim.method == "attribution" else evidence.sweeps)[claim.site]
     if claim.site in POSITION_SITES:
         return _check_positions(claim, sweep, levels)
-    if claim.top_k is not None:
-        return _check_rank(claim, sweep, levels)
-    return _check_together(claim, evidence, levels)
+    return _check_rank(claim, sweep, levels)
 
 
 def _check_positions(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> ClaimVerdict:
@@ -164,7 +184,7 @@ def _head_label(layer: int, column: int, sweep: SweepResult) -> str:
 def _check_rank(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> ClaimVerdict:
     assert claim.top_k is not None
     ((layer, head),) = claim.heads
-    missing = _missing_head(claim, sweep, layer, head)
+    missing = _missing_head(claim, sweep.recovery.shape, sweep.labels, layer, head)
     if missing is not None:
         return replace(
             missing,
@@ -199,9 +219,11 @@ def _check_rank(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> ClaimV
     )
 
 
-def _missing_head(claim: PatchClaim, sweep: SweepResult, layer: int, head: int) -> ClaimVerdict | None:
+def _missing_head(
+    claim: PatchClaim, shape: Sequence[int], labels: Sequence[str], layer: int, head: int
+) -> ClaimVerdict | None:
     """A failed verdict when the model has no such head: a claim about it cannot hold here."""
-    n_layers, n_columns = sweep.recovery.shape
+    n_layers, n_columns = shape
     if 0 <= layer < n_layers and 0 <= head < n_columns:
         return None
     return ClaimVerdict(
@@ -210,19 +232,18 @@ def _missing_head(claim: PatchClaim, sweep: SweepResult, layer: int, head: int) 
         value=math.nan,
         threshold=math.nan,
         passed=False,
-        detail=f"this model has no {format_head(layer, head)}: the {claim.site} grid has layers 0..{n_layers - 1} and columns {', '.join(sweep.labels)}",
+        detail=f"this model has no {format_head(layer, head)}: the {claim.site} grid has layers 0..{n_layers - 1} and columns {', '.join(labels)}",
     )
 
 
 def _check_together(claim: PatchClaim, evidence: Evidence, levels: Levels) -> ClaimVerdict:
     assert claim.min_recovery is not None
     names = "+".join(format_head(layer, head) for layer, head in claim.heads)
-    sweep = evidence.sweeps[claim.site]
+    runs = evidence.runs
     for layer, head in claim.heads:
-        missing = _missing_head(claim, sweep, layer, head)
+        missing = _missing_head(claim, runs.grid_shape(claim.site), runs.labels(claim.site), layer, head)
         if missing is not None:
             return replace(missing, metric=f"recovery:{claim.site}@{names}", threshold=claim.min_recovery)
-    runs = evidence.runs
     patched = runs.heads_together_pairs(claim.site, claim.heads)  # [pair]
     value = float(
         recovery(patched.mean(), clean=runs.clean_metric, corrupted=runs.corrupted_metric, min_gap=runs.min_gap)
@@ -275,40 +296,58 @@ def run_patching_checks(
 
     outcomes: dict[str, CheckOutcome] = {}
     bridge = model.bridge
-    for number, case in enumerate(cases, start=1):
+    # Cases with the same pairs share one set of runs and sweeps, computed for all their claims.
+    groups: dict[tuple[PairSpec, ...], list[PatchingCase]] = {}
+    for case in cases:
         assert isinstance(case, PatchingCase)
-        print(f"seqprobe: patching case {number}/{len(cases)}: {case.name} ({len(case.pairs)} pairs)", file=sys.stderr)
-        where = f"{case.location} case {case.name!r}"
+        groups.setdefault(case.pairs, []).append(case)
+    number = 0
+    for specs, group in groups.items():
+        number += len(group)
+        names = ", ".join(case.name for case in group)
+        print(f"seqprobe: patching case {number}/{len(cases)}: {names} ({len(specs)} pairs)", file=sys.stderr)
+        where = f"{group[0].location} case {group[0].name!r}"
         try:
             pairs = [
                 make_pair(
                     bridge, clean=p.clean, corrupted=p.corrupted, answer=p.answer, distractor=p.distractor, where=where
                 )
-                for p in case.pairs
+                for p in specs
             ]
-            evidence = gather_evidence(bridge, pairs, case.claims, everything=detail)
-            confidence = case.expect_for(model_name).get("confidence")
-            verdicts = [
-                check_claim(claim, evidence, interval_level=interval_level, confidence=confidence)
-                for claim in case.claims
-            ]
+            evidence = gather_evidence(bridge, pairs, [c for case in group for c in case.claims], everything=detail)
         except SeqprobeError as error:
-            outcomes[case.case_id] = CheckOutcome(prompt=case.pairs[0].clean, answer=case.pairs[0].answer, error=error)
+            for case in group:
+                outcomes[case.case_id] = CheckOutcome(prompt=specs[0].clean, answer=specs[0].answer, error=error)
             continue
-        outcomes[case.case_id] = CheckOutcome(
-            metrics={v.metric: v.value for v in verdicts},
-            failures=tuple(f"{v.text}: {v.detail}" for v in verdicts if not v.passed),
-            intervals={v.metric: v.interval for v in verdicts if v.interval is not None},
-            explanation=_explain(case, evidence, verdicts),
-            details={
-                "metric": _metric_in_words(evidence),
-                "clean_metric": evidence.runs.clean_metric,
-                "corrupted_metric": evidence.runs.corrupted_metric,
-                "claims": [v.to_json() for v in verdicts],
-                "figures": figures(evidence, n_pairs=len(pairs), level=interval_level) if detail else [],
-            },
-            prompt=case.pairs[0].clean,
-            answer=case.pairs[0].answer,
-            lower_is_better=tuple(v.metric for v in verdicts if v.lower_is_better),
-        )
+        for case in group:
+            outcomes[case.case_id] = _outcome(case, evidence, model_name, interval_level=interval_level, detail=detail)
     return outcomes
+
+
+def _outcome(
+    case: PatchingCase, evidence: Evidence, model_name: str, *, interval_level: float, detail: bool
+) -> CheckOutcome:
+    """One case's verdicts on evidence it may share with other cases of the same pairs."""
+    confidence = case.expect_for(model_name).get("confidence")
+    try:
+        verdicts = [
+            check_claim(claim, evidence, interval_level=interval_level, confidence=confidence) for claim in case.claims
+        ]
+    except SeqprobeError as error:
+        return CheckOutcome(prompt=case.pairs[0].clean, answer=case.pairs[0].answer, error=error)
+    return CheckOutcome(
+        metrics={v.metric: v.value for v in verdicts},
+        failures=tuple(f"{v.text}: {v.detail}" for v in verdicts if not v.passed),
+        intervals={v.metric: v.interval for v in verdicts if v.interval is not None},
+        explanation=_explain(case, evidence, verdicts),
+        details={
+            "metric": _metric_in_words(evidence),
+            "clean_metric": evidence.runs.clean_metric,
+            "corrupted_metric": evidence.runs.corrupted_metric,
+            "claims": [v.to_json() for v in verdicts],
+            "figures": figures(evidence, n_pairs=len(case.pairs), level=interval_level) if detail else [],
+        },
+        prompt=case.pairs[0].clean,
+        answer=case.pairs[0].answer,
+        lower_is_better=tuple(v.metric for v in verdicts if v.lower_is_better),
+    )

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from seqprobe.engine.forward import resumable_forward
@@ -70,6 +70,7 @@ from seqprobe.engine.pairs import PatchingPair, make_pair
 from seqprobe.engine.resume import (
     check_sites,
     first_difference,
+    grid_shape,
     needed_activations,
     patched_heads_metric,
     patched_metric_grid,
@@ -131,21 +132,23 @@ class SweepResult:
 
     def column(self, key: int | str) -> int:
         """A column index from an index, a label ("Sunday_4", "H3") or a position name ("final")."""
-        if isinstance(key, int):
-            if not -len(self.labels) <= key < len(self.labels):
-                raise PatchingError(
-                    f"{self.site}: column {key} is out of range; the grid has {len(self.labels)} columns"
-                )
-            return key % len(self.labels)
-        if key in self.positions:
-            return self.positions[key]
-        if key in self.labels:
-            return self.labels.index(key)
-        names = [*self.positions, *self.labels]
-        raise PatchingError(f"{self.site}: no column {key!r}; choose one of {names} or an index")
+        return _column(self.site, self.labels, self.positions, key)
 
     def at(self, layer: int, column: int | str) -> float:
         return float(self.recovery[layer, self.column(column)])
+
+
+def _column(site: str, labels: Sequence[str], positions: Mapping[str, int], key: int | str) -> int:
+    if isinstance(key, int):
+        if not -len(labels) <= key < len(labels):
+            raise PatchingError(f"{site}: column {key} is out of range; the grid has {len(labels)} columns")
+        return key % len(labels)
+    if key in positions:
+        return positions[key]
+    if key in labels:
+        return labels.index(key)
+    names = [*positions, *labels]
+    raise PatchingError(f"{site}: no column {key!r}; choose one of {names} or an index")
 
 
 class PatchingRuns:
@@ -197,14 +200,25 @@ class PatchingRuns:
             )
         return self.readout.token_ids
 
-    def sweep(self, site: str) -> SweepResult:
-        """Patch each activation of `site` from the clean run into the corrupted run, one at a time."""
+    def sweep(self, site: str, *, cells: Bool[Tensor, "layer column"] | None = None) -> SweepResult:
+        """Patch each activation of `site` from the clean run into the corrupted run, one at a time.
+
+        With `cells`, only those are patched (what the claims read); the others are NaN.
+        """
         self._check_prepared(site)
         with torch.inference_mode():
             grid = patched_metric_grid(
-                self.forward, source=self.clean, target=self.corrupted, site=site, readout=self.readout
+                self.forward, source=self.clean, target=self.corrupted, site=site, readout=self.readout, cells=cells
             )  # [layer column pair]
         return self.result(site, grid.mean(-1), pair_metric=grid)
+
+    def grid_shape(self, site: str) -> tuple[int, int]:
+        """(layers, columns) of `site`'s grid, without computing it."""
+        return grid_shape(self.forward, site, self.readout)
+
+    def column(self, site: str, key: int | str) -> int:
+        """The column `key` names in `site`'s grid (as `SweepResult.column`), without computing it."""
+        return _column(site, self.labels(site), self._positions() if site in POSITION_SITES else {}, key)
 
     def patch_heads_together(self, site: str, heads: Collection[tuple[int, int]]) -> float:
         """Recovery when the clean `site` activations of all `heads` (layer, head) are patched in one run.
@@ -245,7 +259,7 @@ class PatchingRuns:
             metric=metric,
             clean_metric=self.clean_metric,
             corrupted_metric=self.corrupted_metric,
-            labels=self._labels(site),
+            labels=self.labels(site),
             positions=self._positions() if site in POSITION_SITES else {},
             method=method,
             pair_metric=pair_metric.detach().float().cpu() if exact else None,
@@ -253,7 +267,7 @@ class PatchingRuns:
             corrupted_pairs=self.corrupted_pairs if exact else None,
         )
 
-    def _labels(self, site: str) -> tuple[str, ...]:
+    def labels(self, site: str) -> tuple[str, ...]:
         if site in POSITION_SITES:
             pieces = self.bridge.to_str_tokens(self.pairs[0].clean)
             return tuple(f"{_display(piece)}_{i}" for i, piece in enumerate(pieces))

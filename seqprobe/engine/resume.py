@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from seqprobe.engine.forward import ResumableForward, Run
@@ -47,6 +47,7 @@ from seqprobe.vocabulary.sites import HEAD_SITES, POSITION_SITES, SITES
 
 __all__ = [
     "check_sites",
+    "grid_shape",
     "first_difference",
     "needed_activations",
     "patched_heads_metric",
@@ -105,30 +106,49 @@ class _HeadPatch:
     source: Run
 
 
+def grid_shape(forward: ResumableForward, site: str, readout: Readout) -> tuple[int, int]:
+    """(layers, columns) of `site`'s grid: prompt positions for position sites, (key/value) heads for head sites."""
+    return forward.n_layers, readout.first + 1 if site in POSITION_SITES else _n_head_columns(forward, site)
+
+
 def patched_metric_grid(
-    forward: ResumableForward, *, source: Run, target: Run, site: str, readout: Readout
+    forward: ResumableForward,
+    *,
+    source: Run,
+    target: Run,
+    site: str,
+    readout: Readout,
+    cells: Bool[Tensor, "layer column"] | None = None,
 ) -> Float[Tensor, "layer column pair"]:
     """Each pair's metric of `target`'s run with each activation of `site` in turn taken from `source`'s run.
 
     `source` and `target` must hold the activations `needed_activations` lists. Patching the clean
     run into the corrupted one gives transformer_lens's grid (its mean over pairs); patching a run
     into itself gives its own metric everywhere. Position sites patch the prompt's positions, the
-    ones before `readout.first` and that one.
+    ones before `readout.first` and that one. With `cells`, only those are computed (what a claim
+    reads); the others are NaN. Each configuration runs alone in the stacked batch, so a cell's
+    value does not depend on which others are computed with it (up to float rounding).
     """
     check_sites([site])
-    n_layers, n_prompt = forward.n_layers, readout.first + 1
+    n_layers, n_columns = grid_shape(forward, site, readout)
+    wanted = torch.ones(n_layers, n_columns, dtype=torch.bool) if cells is None else cells.cpu()
+    if wanted.shape != (n_layers, n_columns):
+        raise PatchingError(f"{site}: cells are {tuple(wanted.shape)}, the grid is {(n_layers, n_columns)}")
     start = first_difference(source.tokens, target.tokens)
-    n_columns = n_prompt if site in POSITION_SITES else _n_head_columns(forward, site)
     own = run_metric(forward, target, readout)  # [pair]
     grid = own.expand(n_layers * n_columns, -1).clone()  # [cell pair]
-    if start < n_prompt:
-        entries = (
-            _position_entries(forward, source, target, start, site, n_prompt=n_prompt)
-            if site in POSITION_SITES
-            else _head_entries(forward, source, target, start, site)
-        )
-        cells = torch.cat([entry.cells for entry in entries])
-        grid[cells.to(grid.device)] = _resume(forward, target, entries, readout)
+    grid[~wanted.flatten().to(grid.device)] = torch.nan
+    # Patches before the first differing position are no-ops: those cells keep the target's metric.
+    entries = (
+        []
+        if start > readout.first
+        else _position_entries(forward, source, target, start, site, wanted=wanted)
+        if site in POSITION_SITES
+        else _head_entries(forward, source, target, start, site, wanted=wanted)
+    )
+    if entries:
+        computed = torch.cat([entry.cells for entry in entries])
+        grid[computed.to(grid.device)] = _resume(forward, target, entries, readout)
     return grid.view(n_layers, n_columns, -1)
 
 
@@ -188,13 +208,15 @@ def _heads_by_layer(
 
 
 def _position_entries(
-    forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, n_prompt: int
+    forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, wanted: Bool[Tensor, "layer pos"]
 ) -> list[_Entry]:
-    """One configuration per (layer, prompt position) from `start` on; earlier positions are no-ops."""
-    n_layers = forward.n_layers
+    """One configuration per wanted (layer, prompt position) from `start` on; earlier positions are no-ops."""
+    n_layers, n_prompt = wanted.shape
     entries = []
     for layer in range(n_layers):
         for pos in range(start, n_prompt):
+            if not wanted[layer, pos]:
+                continue
             if site == "resid_pre":
                 stage, resid = 2 * layer, target["resid_pre", layer][:, pos:].clone()
                 resid[:, 0] = source["resid_pre", layer][:, pos]
@@ -210,24 +232,28 @@ def _position_entries(
     return entries
 
 
-def _head_entries(forward: ResumableForward, source: Run, target: Run, start: int, site: str) -> list[_Entry]:
-    """One configuration per (layer, head); each changes the heads' outputs z at positions start.. ."""
-    n_columns = _n_head_columns(forward, site)
+def _head_entries(
+    forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, wanted: Bool[Tensor, "layer head"]
+) -> list[_Entry]:
+    """One configuration per wanted (layer, head); each changes the heads' outputs z at positions start.. ."""
+    n_columns = wanted.shape[1]
     entries = []
     for layer in range(forward.n_layers):
+        columns = wanted[layer].nonzero()[:, 0]
+        if not len(columns):
+            continue
         z_target = target["z", layer][:, start:]  # [pair pos head d_head]
-        z = z_target.expand(n_columns, *z_target.shape).clone()  # [config pair pos head d_head]
+        z = z_target.expand(len(columns), *z_target.shape).clone()  # [config pair pos head d_head]
         # The target's own attention at this layer, for the queries the patch can change.
         pattern = target["pattern", layer][:, :, start:] if site == "v" else None  # [pair head pos k_pos]
         values = target["v", layer]  # [pair kv_head k_pos d_head]
-        for column in range(n_columns):
+        for config, column in enumerate(columns.tolist()):
             _patch_heads(
                 forward, site, (column,), source=source, layer=layer, q_start=start, pattern=pattern, values=values,
-                z=z[column],
+                z=z[config],
             )  # fmt: skip
         resid = target["resid_pre", layer][:, start:] + forward.attention_output(layer, z)
-        cells = torch.arange(n_columns) + layer * n_columns
-        entries.append(_Entry(stage=2 * layer + 1, start=start, resid=resid, cells=cells))
+        entries.append(_Entry(stage=2 * layer + 1, start=start, resid=resid, cells=columns + layer * n_columns))
     return entries
 
 

@@ -144,7 +144,8 @@ def test_claims_read_heads_together_the_lens_and_attribution_from_one_evidence(s
         for p in case.pairs
     ]
     evidence = gather_evidence(sharp_bridge, pairs, case.claims)
-    assert set(evidence.sweeps) == {"z", "v"}  # the linear views read the clean run these sweeps cached
+    # Heads patched together need their sites' runs, not their sweeps; the linear views read the same clean run.
+    assert not evidence.sweeps and set(evidence.runs.sites) == {"z", "v"}
     together, values, missing, lens, attribution = (check_claim(claim, evidence) for claim in case.claims)
     assert together.metric == "recovery:z@L1H0+L2H1" and together.passed
     assert together.value == evidence.runs.patch_heads_together("z", [(1, 0), (2, 1)])
