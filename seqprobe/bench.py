@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 from torch import Tensor
 
+from seqprobe.engine.memory import PeakMemory
 from seqprobe.engine.patching import PatchingPair, logit_diff_metric, make_pair, prepare_patching
-from seqprobe.vocabulary.options import add_model_options
+from seqprobe.vocabulary.options import add_max_memory_option, add_model_options
 from seqprobe.vocabulary.sites import SITES, hook_name
 
 if TYPE_CHECKING:
@@ -112,6 +113,9 @@ class SweepTiming:
     transformer_lens_seconds: float
     # Largest |seqprobe − transformer_lens| over the sweep's recovery grid; 0 for setup.
     max_abs_diff: float
+    # The most memory each tool's run took above what was in use before it (seqprobe.engine.memory.PeakMemory).
+    seqprobe_peak_memory_bytes: int = 0
+    transformer_lens_peak_memory_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,11 @@ class BenchResult:
     def max_abs_diff(self) -> float:
         return max(row.max_abs_diff for row in self.rows)
 
+    @property
+    def peak_memory_bytes(self) -> int:
+        """seqprobe's largest peak over its runs: what the grid needs beyond the model."""
+        return max(row.seqprobe_peak_memory_bytes for row in self.rows)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "model": self.model,
@@ -150,6 +159,7 @@ class BenchResult:
             "transformer_lens_seconds": self.transformer_lens_seconds,
             "speedup": self.speedup,
             "max_abs_diff": self.max_abs_diff,
+            "peak_memory_bytes": self.peak_memory_bytes,
             "load_average": list(self.load_average) if self.load_average else None,
             "sweeps": {
                 row.site: {
@@ -157,6 +167,8 @@ class BenchResult:
                     "transformer_lens_seconds": row.transformer_lens_seconds,
                     "speedup": row.transformer_lens_seconds / row.seqprobe_seconds,
                     "max_abs_diff": row.max_abs_diff,
+                    "peak_memory_bytes": row.seqprobe_peak_memory_bytes,
+                    "transformer_lens_peak_memory_bytes": row.transformer_lens_peak_memory_bytes,
                 }
                 for row in self.rows
             },
@@ -167,14 +179,15 @@ class BenchResult:
 
         table = [
             [row.site, f"{row.seqprobe_seconds:.2f}", f"{row.transformer_lens_seconds:.2f}",
-             f"{row.transformer_lens_seconds / row.seqprobe_seconds:.1f}x", f"{row.max_abs_diff:.1e}"]
+             f"{row.transformer_lens_seconds / row.seqprobe_seconds:.1f}x", f"{row.max_abs_diff:.1e}",
+             f"{row.seqprobe_peak_memory_bytes / 1e6:.0f}"]
             for row in self.rows
         ]  # fmt: skip
         table.append(
             ["total", f"{self.seqprobe_seconds:.2f}", f"{self.transformer_lens_seconds:.2f}",
-             f"{self.speedup:.1f}x", f"{self.max_abs_diff:.1e}"]
+             f"{self.speedup:.1f}x", f"{self.max_abs_diff:.1e}", f"{self.peak_memory_bytes / 1e6:.0f}"]
         )  # fmt: skip
-        headers = ["sweep", "seqprobe s", "transformer_lens s", "speedup", "max |diff|"]
+        headers = ["sweep", "seqprobe s", "transformer_lens s", "speedup", "max |diff|", "seqprobe peak MB"]
         lines = [f"{self.model} on {self.device}", tabulate(table, headers=headers, disable_numparse=True)]
         if self.load_average:
             start, end = self.load_average
@@ -189,6 +202,7 @@ def run_benchmark(
     model: str,
     sites: Sequence[str] = SITES,
     progress: TextIO | None = sys.stderr,
+    max_memory: int | None = None,
 ) -> BenchResult:
     """Time each sweep of `sites` in seqprobe and in transformer_lens, and compare the grids.
 
@@ -202,13 +216,14 @@ def run_benchmark(
         if progress is not None:
             print(message, file=progress, flush=True)
 
-    def timed(tool: str, step: str, work: Callable[[], Any]) -> tuple[float, Any]:
+    def timed(tool: str, step: str, work: Callable[[], Any]) -> tuple[float, Any, int]:
         say(f"{tool}: {step} ...")
-        start = _clock(device)
-        result = work()
-        seconds = _clock(device) - start
-        say(f"{tool}: {step} took {seconds:.2f} s")
-        return seconds, result
+        with PeakMemory(device) as peak:
+            start = _clock(device)
+            result = work()
+            seconds = _clock(device) - start
+        say(f"{tool}: {step} took {seconds:.2f} s, {peak.peak_bytes / 1e6:.0f} MB above the start")
+        return seconds, result, peak.peak_bytes
 
     clean = torch.stack([pair.clean for pair in pairs]).to(device)
     corrupted = torch.stack([pair.corrupted for pair in pairs]).to(device)
@@ -226,12 +241,16 @@ def run_benchmark(
             )
 
     setup = "setup (cache the runs)"
-    ours_setup, runs = timed("seqprobe", setup, lambda: prepare_patching(bridge, pairs, sites=sites))
-    theirs_setup, (clean_cache, clean_metric, corrupted_metric) = timed("transformer_lens", setup, reference_setup)
-    rows = [SweepTiming("setup", ours_setup, theirs_setup, 0.0)]
+    ours_setup, runs, ours_peak = timed(
+        "seqprobe", setup, lambda: prepare_patching(bridge, pairs, sites=sites, max_memory=max_memory)
+    )
+    theirs_setup, (clean_cache, clean_metric, corrupted_metric), theirs_peak = timed(
+        "transformer_lens", setup, reference_setup
+    )
+    rows = [SweepTiming("setup", ours_setup, theirs_setup, 0.0, ours_peak, theirs_peak)]
     for site in sites:
-        ours, grid = timed("seqprobe", f"{site} sweep", lambda site=site: runs.sweep(site).recovery)
-        theirs, expected = timed(
+        ours, grid, ours_peak = timed("seqprobe", f"{site} sweep", lambda site=site: runs.sweep(site).recovery)
+        theirs, expected, theirs_peak = timed(
             "transformer_lens",
             f"{site} sweep",
             lambda site=site: reference_sweep(
@@ -243,7 +262,7 @@ def run_benchmark(
                 corrupted_metric=corrupted_metric,
             ),
         )
-        rows.append(SweepTiming(site, ours, theirs, float((grid - expected).abs().max())))
+        rows.append(SweepTiming(site, ours, theirs, float((grid - expected).abs().max()), ours_peak, theirs_peak))
     load_at_end = _load_average()
     loads = (load_at_start, load_at_end) if load_at_start is not None and load_at_end is not None else None
     return BenchResult(model=model, device=device, rows=tuple(rows), load_average=loads)
@@ -264,7 +283,7 @@ def _clock(device: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`seqprobe bench [--model NAME] [--device DEV] [--dtype DTYPE] [--json]`."""
+    """`seqprobe bench [--model NAME] [--device DEV] [--dtype DTYPE] [--max-memory SIZE] [--json]`."""
     from seqprobe.errors import SeqprobeError
     from seqprobe.loading.models import load_model
 
@@ -274,11 +293,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "print both wall times, the speedup and the largest difference between their results.",
     )
     add_model_options(parser.add_argument)
+    add_max_memory_option(parser.add_argument)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     try:
         loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-        result = run_benchmark(loaded.bridge, study_pairs(loaded.bridge), model=args.model)
+        result = run_benchmark(loaded.bridge, study_pairs(loaded.bridge), model=args.model, max_memory=args.max_memory)
     except SeqprobeError as error:
         print(f"seqprobe bench: {type(error).__name__}: {error}", file=sys.stderr)
         return 2

@@ -18,7 +18,7 @@ import pytest
 from seqprobe.records.intervals import DEFAULT_LEVEL, parse_level
 from seqprobe.session import RECORD_ATTRIBUTE, RunSettings, SeqprobeSession
 from seqprobe.vocabulary.metrics import parse_tolerance
-from seqprobe.vocabulary.options import DEVICE, DTYPE, MODEL, add_model_options
+from seqprobe.vocabulary.options import DEVICE, DTYPE, MAX_MEMORY, MODEL, add_max_memory_option, add_model_options
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
@@ -46,6 +46,7 @@ state_key = pytest.StashKey[SeqprobeSession]()
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup(GROUP, "seqprobe: language-model capability and mechanism cases")
     add_model_options(group.addoption)
+    add_max_memory_option(group.addoption)
     group.addoption(
         OPTION_REPORT,
         default=None,
@@ -109,6 +110,7 @@ def _settings(config: pytest.Config) -> RunSettings:
         tolerances=dict(config.getoption(OPTION_TOLERANCE)),
         across_models=config.getoption(OPTION_ACROSS_MODELS),
         interval_level=config.getoption(OPTION_INTERVAL_LEVEL),
+        max_memory=config.getoption(MAX_MEMORY.flag),
     )
 
 

@@ -81,6 +81,12 @@ class RunSettings:
     across_models: bool
     # The level of every aggregate's interval (a case's `confidence` judges at its own level).
     interval_level: float = DEFAULT_LEVEL
+    # Bytes a patching sweep's stacked batch may take; None: half the device's free memory.
+    max_memory: int | None = None
+
+    def runs_with(self) -> dict[str, Any]:
+        """A runner's keyword options (`seqprobe.checks.outcome.Runner`): a report asks for the figures."""
+        return {"detail": self.report is not None, "interval_level": self.interval_level, "max_memory": self.max_memory}
 
     @property
     def comparing(self) -> bool:
@@ -184,10 +190,9 @@ class SeqprobeSession:
                 pending.append(case)
             print(f"\nseqprobe: running {len(pending)} {case.kind} case(s) on {self.settings.model}", file=sys.stderr)
             runner = RUNNERS[case.kind]
-            detail = self.settings.report is not None
-            level = self.settings.interval_level
-            found = runner(self.model, self.settings.expectations_of, pending, detail=detail, interval_level=level)
-            self.outcomes.update(found)
+            self.outcomes.update(
+                runner(self.model, self.settings.expectations_of, pending, **self.settings.runs_with())
+            )
         return self.outcomes[case.case_id]
 
     def regressions(self, case: Case, outcome: CheckOutcome) -> list[str]:

@@ -31,7 +31,11 @@ def test_run_benchmark_times_every_sweep_in_both_tools(sharp_bridge) -> None:  #
     assert [row.site for row in result.rows] == ["setup", *sites]
     assert all(row.seqprobe_seconds > 0 and row.transformer_lens_seconds > 0 for row in result.rows)
     assert result.max_abs_diff < 1e-4
+    assert all(row.seqprobe_peak_memory_bytes >= 0 for row in result.rows)
     assert "transformer_lens: mlp_out sweep" in progress.getvalue()
+    # A budget of one lane runs every configuration alone: the same grids.
+    budgeted = run_benchmark(bridge, study_pairs(bridge), model="tiny-llama", sites=sites, progress=None, max_memory=1)
+    assert budgeted.max_abs_diff < 1e-4
     table = result.format()
     assert table.splitlines()[0] == "tiny-llama on cpu"
     assert "total" in table and "speedup" in table
@@ -40,9 +44,16 @@ def test_run_benchmark_times_every_sweep_in_both_tools(sharp_bridge) -> None:  #
 
 
 def test_bench_json_has_the_issue_keys_and_per_sweep_figures() -> None:
-    rows = (SweepTiming("setup", 0.5, 1.0, 0.0), SweepTiming("resid_pre", 1.5, 29.0, 2e-6))
+    rows = (SweepTiming("setup", 0.5, 1.0, 0.0, 10, 20), SweepTiming("resid_pre", 1.5, 29.0, 2e-6, 300, 40))
     data = json.loads(json.dumps(BenchResult(model="m", device="cpu", rows=rows).to_json()))
-    assert {"seqprobe_seconds", "transformer_lens_seconds", "speedup", "max_abs_diff"} <= data.keys()
+    assert {
+        "seqprobe_seconds",
+        "transformer_lens_seconds",
+        "speedup",
+        "max_abs_diff",
+        "peak_memory_bytes",
+    } <= data.keys()
+    assert data["peak_memory_bytes"] == 300
     assert data["seqprobe_seconds"] == pytest.approx(2.0)
     assert data["transformer_lens_seconds"] == pytest.approx(30.0)
     assert data["speedup"] == pytest.approx(15.0)
@@ -53,6 +64,8 @@ def test_bench_json_has_the_issue_keys_and_per_sweep_figures() -> None:
         "transformer_lens_seconds": 29.0,
         "speedup": pytest.approx(29.0 / 1.5),
         "max_abs_diff": 2e-6,
+        "peak_memory_bytes": 300,
+        "transformer_lens_peak_memory_bytes": 40,
     }
 
 
@@ -61,6 +74,6 @@ def test_bench_takes_the_model_options_of_every_command(capsys: pytest.CaptureFi
         main(["--help"])
     assert exit_.value.code == 0
     usage = " ".join(capsys.readouterr().out.split())
-    assert "--model MODEL" in usage and "--json" in usage
+    assert "--model MODEL" in usage and "--json" in usage and "--max-memory SIZE" in usage
     assert "--dtype {" + ",".join(DTYPES) + "}" in usage
     assert "torch device: auto (cuda when available), cpu, cuda, cuda:1, ... (default: auto)" in usage

@@ -53,6 +53,7 @@ def run_completion_checks(
     *,
     detail: bool = False,
     interval_level: float = DEFAULT_LEVEL,
+    max_memory: int | None = None,
 ) -> dict[str, CheckOutcome]:
     """A `seqprobe.checks.outcome.Runner`; one prompt has no aggregate, so `detail` and `interval_level` change nothing."""
 

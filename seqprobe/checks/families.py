@@ -229,6 +229,7 @@ def run_variant_checks(
     *,
     detail: bool = False,
     interval_level: float = DEFAULT_LEVEL,
+    max_memory: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> dict[str, CheckOutcome]:
     """Run family, invariance and direction cases: one batched pass, then shrink what fails.

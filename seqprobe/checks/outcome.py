@@ -46,7 +46,8 @@ class CheckOutcome:
 class Runner(Protocol):
     """Given the loaded model, its name (for per-model expectations) and every selected case of one
     kind, return an outcome per case id. `detail` asks for what only a report shows (figures);
-    `interval_level` is the level of the intervals on aggregates (a claim's `confidence` overrides it)."""
+    `interval_level` is the level of the intervals on aggregates (a claim's `confidence` overrides it);
+    `max_memory` bounds a patching sweep's stacked batch in bytes (None: half the free memory)."""
 
     def __call__(
         self,
@@ -56,6 +57,7 @@ class Runner(Protocol):
         *,
         detail: bool = False,
         interval_level: float = DEFAULT_LEVEL,
+        max_memory: int | None = None,
     ) -> Mapping[str, CheckOutcome]: ...
 
 

@@ -53,9 +53,17 @@ def _metric_in_words(evidence: Evidence) -> str:
 
 
 def gather_evidence(
-    bridge: TransformerBridge, pairs: Sequence[PatchingPair], claims: Sequence[Claim], *, everything: bool = False
+    bridge: TransformerBridge,
+    pairs: Sequence[PatchingPair],
+    claims: Sequence[Claim],
+    *,
+    everything: bool = False,
+    max_memory: int | None = None,
 ) -> Evidence:
-    """What the claims need; with `everything`, every sweep and view the report draws."""
+    """What the claims need; with `everything`, every sweep and view the report draws.
+
+    `max_memory` bounds each sweep's stacked batch in bytes (seqprobe.engine.memory).
+    """
     from seqprobe.engine.attribution import (
         DLA_NEEDS,
         LENS_NEEDS,
@@ -81,6 +89,7 @@ def gather_evidence(
         pairs,
         sites=prepared,
         keep_clean=(LENS_NEEDS if wants_lens else frozenset()) | (DLA_NEEDS if wants_attribution else frozenset()),
+        max_memory=max_memory,
     )
     return Evidence(
         runs=runs,
@@ -290,6 +299,7 @@ def run_patching_checks(
     *,
     detail: bool = False,
     interval_level: float = DEFAULT_LEVEL,
+    max_memory: int | None = None,
 ) -> dict[str, CheckOutcome]:
     """The runner of `kind: patching` cases (see seqprobe.checks.completion); `detail` adds the report's figures."""
     import sys
@@ -314,7 +324,8 @@ def run_patching_checks(
                 )
                 for p in specs
             ]
-            evidence = gather_evidence(bridge, pairs, [c for case in group for c in case.claims], everything=detail)
+            claims = [c for case in group for c in case.claims]
+            evidence = gather_evidence(bridge, pairs, claims, everything=detail, max_memory=max_memory)
         except SeqprobeError as error:
             for case in group:
                 outcomes[case.case_id] = CheckOutcome(prompt=specs[0].clean, answer=specs[0].answer, error=error)

@@ -55,6 +55,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from seqprobe.engine.forward import resumable_forward
+from seqprobe.engine.memory import max_lanes
 from seqprobe.engine.metric import (
     DEFAULT_MIN_GAP,
     NextTokenReadout,
@@ -167,9 +168,12 @@ class PatchingRuns:
         sites: Sequence[str] = SITES,
         min_gap: float = DEFAULT_MIN_GAP,
         keep_clean: Collection[str] = (),
+        max_memory: int | None = None,
     ) -> None:
         check_sites(sites)
         self.bridge = bridge
+        # Bytes a sweep's stacked batch may take (None: half the device's free memory).
+        self.max_memory = max_memory
         self.pairs = tuple(pairs)
         self.sites = tuple(sites)
         self.min_gap = min_gap
@@ -207,9 +211,11 @@ class PatchingRuns:
         """
         self._check_prepared(site)
         with torch.inference_mode():
+            lanes = max_lanes(self.forward, n_keys=self.corrupted.tokens.shape[1], budget=self.max_memory)
             grid = patched_metric_grid(
-                self.forward, source=self.clean, target=self.corrupted, site=site, readout=self.readout, cells=cells
-            )  # [layer column pair]
+                self.forward, source=self.clean, target=self.corrupted, site=site, readout=self.readout,
+                cells=cells, max_lanes=lanes,
+            )  # fmt: skip  # [layer column pair]
         return self.result(site, grid.mean(-1), pair_metric=grid)
 
     def grid_shape(self, site: str) -> tuple[int, int]:
@@ -287,9 +293,10 @@ def prepare_patching(
     sites: Sequence[str] = SITES,
     min_gap: float = DEFAULT_MIN_GAP,
     keep_clean: Collection[str] = (),
+    max_memory: int | None = None,
 ) -> PatchingRuns:
     """Run and cache the clean and corrupted prompts, keeping only what `sites` (and `keep_clean`) need."""
-    return PatchingRuns(bridge, pairs, sites=sites, min_gap=min_gap, keep_clean=keep_clean)
+    return PatchingRuns(bridge, pairs, sites=sites, min_gap=min_gap, keep_clean=keep_clean, max_memory=max_memory)
 
 
 def patch_sweep(

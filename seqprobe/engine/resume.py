@@ -41,6 +41,7 @@ from torch import Tensor
 
 from seqprobe.engine.forward import ResumableForward, Run
 from seqprobe.engine.metric import Readout, run_metric
+from seqprobe.engine.stack import Entry, chunks
 from seqprobe.errors import PatchingError
 from seqprobe.vocabulary.heads import format_head
 from seqprobe.vocabulary.sites import HEAD_SITES, POSITION_SITES, SITES
@@ -84,19 +85,6 @@ def first_difference(source: Int[Tensor, "pair pos"], target: Int[Tensor, "pair 
 
 
 @dataclass(frozen=True)
-class _Entry:
-    """Patch configurations that join the batched run at one sublayer, computing positions `start`.. ."""
-
-    # 2*layer: the attention sublayer of `layer`; 2*layer+1: its MLP; 2*n_layers: the final norm.
-    stage: int
-    start: int
-    # The residual stream entering `stage` at positions start.., one row per configuration.
-    resid: Float[Tensor, "config pair pos d_model"]
-    # Where each configuration's metric goes in the flattened [layer column] grid.
-    cells: Int[Tensor, " config"]
-
-
-@dataclass(frozen=True)
 class _HeadPatch:
     """Heads whose `site` activation comes from `source` wherever the resumed run computes their layer."""
 
@@ -119,6 +107,7 @@ def patched_metric_grid(
     site: str,
     readout: Readout,
     cells: Bool[Tensor, "layer column"] | None = None,
+    max_lanes: int | None = None,
 ) -> Float[Tensor, "layer column pair"]:
     """Each pair's metric of `target`'s run with each activation of `site` in turn taken from `source`'s run.
 
@@ -127,7 +116,8 @@ def patched_metric_grid(
     into itself gives its own metric everywhere. Position sites patch the prompt's positions, the
     ones before `readout.first` and that one. With `cells`, only those are computed (what a claim
     reads); the others are NaN. Each configuration runs alone in the stacked batch, so a cell's
-    value does not depend on which others are computed with it (up to float rounding).
+    value does not depend on which others are computed with it (up to float rounding), and the
+    batch may run in chunks of at most `max_lanes` lanes (seqprobe.engine.memory).
     """
     check_sites([site])
     n_layers, n_columns = grid_shape(forward, site, readout)
@@ -148,7 +138,7 @@ def patched_metric_grid(
     )
     if entries:
         computed = torch.cat([entry.cells for entry in entries])
-        grid[computed.to(grid.device)] = _resume(forward, target, entries, readout)
+        grid[computed.to(grid.device)] = _resume(forward, target, entries, readout, max_lanes=max_lanes)
     return grid.view(n_layers, n_columns, -1)
 
 
@@ -175,7 +165,7 @@ def patched_heads_metric(
     if start > readout.first or not by_layer:
         return run_metric(forward, target, readout)
     first = min(by_layer)
-    entry = _Entry(
+    entry = Entry(
         stage=2 * first,
         start=start,
         resid=target["resid_pre", first][None, :, start:],
@@ -209,7 +199,7 @@ def _heads_by_layer(
 
 def _position_entries(
     forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, wanted: Bool[Tensor, "layer pos"]
-) -> list[_Entry]:
+) -> list[Entry]:
     """One configuration per wanted (layer, prompt position) from `start` on; earlier positions are no-ops."""
     n_layers, n_prompt = wanted.shape
     entries = []
@@ -228,13 +218,13 @@ def _position_entries(
                 stage, resid = 2 * layer + 2, after[:, pos:].clone()
                 resid[:, 0] = target["resid_mid", layer][:, pos] + source["mlp_out", layer][:, pos]
             cells = torch.tensor([layer * n_prompt + pos])
-            entries.append(_Entry(stage=stage, start=pos, resid=resid[None], cells=cells))
+            entries.append(Entry(stage=stage, start=pos, resid=resid[None], cells=cells))
     return entries
 
 
 def _head_entries(
     forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, wanted: Bool[Tensor, "layer head"]
-) -> list[_Entry]:
+) -> list[Entry]:
     """One configuration per wanted (layer, head); each changes the heads' outputs z at positions start.. ."""
     n_columns = wanted.shape[1]
     entries = []
@@ -253,7 +243,7 @@ def _head_entries(
                 z=z[config],
             )  # fmt: skip
         resid = target["resid_pre", layer][:, start:] + forward.attention_output(layer, z)
-        entries.append(_Entry(stage=2 * layer + 1, start=start, resid=resid, cells=columns + layer * n_columns))
+        entries.append(Entry(stage=2 * layer + 1, start=start, resid=resid, cells=columns + layer * n_columns))
     return entries
 
 
@@ -291,15 +281,33 @@ def _patch_heads(
 def _resume(
     forward: ResumableForward,
     target: Run,
-    entries: Sequence[_Entry],
+    entries: Sequence[Entry],
+    readout: Readout,
+    *,
+    patch: _HeadPatch | None = None,
+    max_lanes: int | None = None,
+) -> Float[Tensor, "cell pair"]:
+    """Run every entry from its stage to the logits; each pair's metric per configuration, in entry order.
+
+    The entries run stacked, in chunks of at most `max_lanes` lanes when given (seqprobe.engine.memory).
+    With `patch`, its heads are patched in every configuration wherever their layer's attention runs.
+    """
+    if max_lanes is None:
+        return _resume_stacked(forward, target, entries, readout, patch=patch)
+    return torch.cat(
+        [_resume_stacked(forward, target, chunk, readout, patch=patch) for chunk in chunks(entries, max_lanes)]
+    )
+
+
+def _resume_stacked(
+    forward: ResumableForward,
+    target: Run,
+    entries: Sequence[Entry],
     readout: Readout,
     *,
     patch: _HeadPatch | None = None,
 ) -> Float[Tensor, "cell pair"]:
-    """Run every entry from its stage to the logits, stacked; each pair's metric per configuration, in entry order.
-
-    With `patch`, its heads are patched in every configuration wherever their layer's attention runs.
-    """
+    """Every entry from its stage to the logits, as one stacked batch."""
     n_layers = forward.n_layers
     # start -> the configurations in flight that compute positions start.. : [config pair pos d_model]
     active: dict[int, Tensor] = {}

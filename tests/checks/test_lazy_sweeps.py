@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 
 import pytest
@@ -104,3 +105,23 @@ def test_cases_with_the_same_pairs_share_one_pair_of_runs(sharp_bridge, monkeypa
     assert calls == [7, 7, 7, 7], "clean and corrupted once for the shared pairs, once for the other pairs"
     alone = run_patching_checks(loaded_from_bridge(sharp_bridge), "sharp", [cases[1]])
     assert alone[cases[1].case_id].metrics == pytest.approx(outcomes[cases[1].case_id].metrics, abs=1e-5)
+
+
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_max_memory_reaches_the_sweeps_and_a_bad_size_is_a_usage_error(
+    pytester: pytest.Pytester, sharp_model_dir
+) -> None:  # type: ignore[no-untyped-def]
+    pytester.makefile(
+        ".seqprobe.yaml", mech="suites:\n  s:\n    cases:\n" + textwrap.indent(case("c", WHERE), "      ")
+    )
+    budgets = [pytester.runpytest("--model", str(sharp_model_dir), "-p", "no:cacheprovider", "--report", f"{size}.md",
+                                  "--max-memory", size) for size in ("1", "auto")]  # fmt: skip
+    for result in budgets:
+        result.assert_outcomes(passed=1)
+    tiny, auto = (json.loads((pytester.path / f"{size}.json").read_text())["cases"][0] for size in ("1", "auto"))
+    assert tiny["metrics"] == pytest.approx(auto["metrics"], abs=1e-5)
+    bad = pytester.runpytest("--model", str(sharp_model_dir), "-p", "no:cacheprovider", "--max-memory", "lots")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(
+        ["*--max-memory: memory budget 'lots': expected auto or a size such as 6GB, 512MB or 1.5GiB*"]
+    )
