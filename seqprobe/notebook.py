@@ -62,15 +62,26 @@ class NotebookResults:
     def to_pandas(self) -> pd.DataFrame:
         """One row per case: its id, suite, kind, outcome, known failure, prompt, answer, then one column per metric.
 
-        A case without some metric has NaN there.
+        A metric with an interval in some case gets two more columns, `METRIC_low` and
+        `METRIC_high`, after the metrics. A case without some metric or interval has NaN there.
         """
         import pandas as pd
 
         rows = [
-            {**{column: getattr(case, column) for column in CASE_COLUMNS}, **case.metrics}
+            {
+                **{column: getattr(case, column) for column in CASE_COLUMNS},
+                **case.metrics,
+                **{
+                    f"{name}_{side}": bound
+                    for name, pair in case.intervals.items()
+                    for side, bound in zip(("low", "high"), pair, strict=True)
+                },
+            }
             for case in self.results.cases
         ]
-        return pd.DataFrame(rows, columns=[*CASE_COLUMNS, *self._metrics()])
+        bounded = dict.fromkeys(name for case in self.results.cases for name in case.intervals)
+        bounds = [f"{name}_{side}" for name in bounded for side in ("low", "high")]
+        return pd.DataFrame(rows, columns=[*CASE_COLUMNS, *self._metrics(), *bounds])
 
     def counts(self) -> dict[str, int]:
         """Outcome -> number of cases, for the outcomes that occur, in the summary's order."""

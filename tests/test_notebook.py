@@ -295,3 +295,14 @@ def test_the_days_cases_match_the_committed_baseline(real_model, monkeypatch: py
     for case in load_case_file(path).cases():
         comparison = compare_case(expected[case.case_id], ours[case.case_id], tolerances=case.tolerance)
         assert comparison.status == "unchanged", comparison.messages
+
+
+def test_intervals_become_low_and_high_columns() -> None:
+    from tests.records._builders import completion_result, family_result, run_results
+
+    results = NotebookResults(run_results(completion_result(), family_result(interval=(0.6, 0.98))))
+    frame = results.to_pandas()
+    assert list(frame.columns)[-3:] == ["pass_rate", "pass_rate_low", "pass_rate_high"]
+    family = frame[frame["kind"] == "family"].iloc[0]
+    assert (family["pass_rate_low"], family["pass_rate_high"]) == (0.6, 0.98)
+    assert frame[frame["kind"] == "completion"][["pass_rate_low", "pass_rate_high"]].isna().all(axis=None)
