@@ -110,59 +110,46 @@ class WordSequence(ABC):
         return self._element(index)
 
 
-def _check_words(name: str, elements: tuple[str, ...]) -> None:
-    if not elements:
-        raise ValueError(f"sequence {name!r} has no elements")
-    if len(set(elements)) != len(elements):
-        repeated = sorted({word for word in elements if elements.count(word) > 1})
-        raise ValueError(f"sequence {name!r} repeats {repeated}; each element must appear once")
-
-
 @dataclass(frozen=True)
-class WordList(WordSequence):
-    """Words in the order written: cyclic (days, months, a file's plain list) or not (`wrap=False`: letters)."""
+class _Words(WordSequence):
+    """Words stored as written, each once: what a list and a pool share."""
 
     name: str
     elements: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not self.elements:
+            raise ValueError(f"sequence {self.name!r} has no elements")
+        if len(set(self.elements)) != len(self.elements):
+            repeated = sorted({word for word in self.elements if self.elements.count(word) > 1})
+            raise ValueError(f"sequence {self.name!r} repeats {repeated}; each element must appear once")
+
+    def __len__(self) -> int:
+        return len(self.elements)
+
+    def _element(self, index: int) -> str:
+        return self.elements[index]
+
+    def index(self, word: str) -> int:
+        return self.elements.index(word)
+
+
+@dataclass(frozen=True)
+class WordList(_Words):
+    """Words in the order written: cyclic (days, months, a file's plain list) or not (`wrap=False`: letters)."""
+
     _: KW_ONLY
     wrap: bool
 
     ordered = True
 
-    def __post_init__(self) -> None:
-        _check_words(self.name, self.elements)
-
-    def __len__(self) -> int:
-        return len(self.elements)
-
-    def _element(self, index: int) -> str:
-        return self.elements[index]
-
-    def index(self, word: str) -> int:
-        return self.elements.index(word)
-
 
 @dataclass(frozen=True)
-class Pool(WordSequence):
+class Pool(_Words):
     """Words with no order (names, objects): variables drawn from one pool take distinct elements."""
-
-    name: str
-    elements: tuple[str, ...]
 
     wrap = False
     ordered = False
-
-    def __post_init__(self) -> None:
-        _check_words(self.name, self.elements)
-
-    def __len__(self) -> int:
-        return len(self.elements)
-
-    def _element(self, index: int) -> str:
-        return self.elements[index]
-
-    def index(self, word: str) -> int:
-        return self.elements.index(word)
 
 
 @dataclass(frozen=True)
