@@ -157,10 +157,10 @@ class SeqprobeSession:
         if self._load_error is not None:
             raise self._load_error
         if self._model is None:
-            from seqprobe.loading.models import load_model
+            from seqprobe.loading.models import load_model, share_cores_among_xdist_workers
 
             if self.is_worker:
-                _share_cores_with_other_workers()
+                share_cores_among_xdist_workers()
             try:
                 self._model = load_model(self.settings.model, device=self.settings.device, dtype=self.settings.dtype)
             except Exception as error:
@@ -389,17 +389,3 @@ class SeqprobeSession:
 
 def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-
-
-def _share_cores_with_other_workers() -> None:
-    """Give each of N xdist workers 1/N of the cores, unless the user set a thread count.
-
-    Each worker's torch otherwise starts one thread per core, and N workers oversubscribe them.
-    """
-    import os
-
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
-        import torch
-
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))

@@ -48,6 +48,7 @@ __all__ = [
     "parse_dtype",
     "resolve_device",
     "resolve_model",
+    "share_cores_among_xdist_workers",
     "weights_location",
 ]
 
@@ -321,3 +322,13 @@ def _hub_weights_sha256(repo_id: str) -> str:
 
     cached = try_to_load_from_cache(repo_id, "model.safetensors")
     return sha256_file(Path(cached)) if isinstance(cached, str) else ""
+
+
+def share_cores_among_xdist_workers() -> None:
+    """Give each of N xdist workers 1/N of the cores, unless the user set a thread count.
+
+    Each worker's torch otherwise starts one thread per core, and N workers oversubscribe them.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
