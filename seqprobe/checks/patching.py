@@ -1,14 +1,16 @@
 """Running mechanistic cases: patch, attribute, and check each claim against the numbers.
 
-For each `kind: patching` case the clean and corrupted prompts are run once and cached
-(`PatchingRuns`); every patching site's grid comes from seqprobe's exact engine
-(`seqprobe.engine.patching`), the logit lens and direct logit attribution from
-`seqprobe.engine.attribution` reading the same cached clean run, all on one metric — logit(answer) −
-logit(distractor) at the final position, averaged over the case's pairs — and recovery =
-(patched − corrupted) / (clean − corrupted). Heads claimed to work *together* are patched together
-in one resumed run of the same engine (a sum of single-head recoveries would not be the same).
-Attribution patching is used for a claim only when the claim says `method: attribution`. The
-report's pictures are designed in `seqprobe.checks.figures`.
+For each set of pairs (cases with the same pairs share them) the clean and corrupted prompts are
+run once and cached (`PatchingRuns`); the patching grids come from seqprobe's exact engine
+(`seqprobe.engine.patching`), computing only the cells the claims read unless a report asks for
+every grid; the logit lens and direct logit attribution come from `seqprobe.engine.attribution`,
+reading the same cached clean run. All share one metric (`seqprobe.engine.metric`: the logit
+difference, or the continuations' log-probabilities for longer answers), averaged over the pairs,
+and recovery = (patched − corrupted) / (clean − corrupted). Heads claimed to work *together* are
+patched together in one resumed run (a sum of single-head recoveries would not be the same).
+Attribution patching is used only when a claim says `method: attribution`. Every claim's number
+gets an interval over the pairs (`seqprobe.checks.judging`); the report's pictures are designed
+in `seqprobe.checks.figures`.
 """
 
 from __future__ import annotations

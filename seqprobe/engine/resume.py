@@ -26,7 +26,9 @@ one resumed run, where a later head reads the stream the earlier patched heads c
 
 Memory: only the activations a site needs are cached (`needed_activations`, transformer_lens's
 `names_filter`), and the stacked batch peaks at configurations × pairs × patched positions rows of
-the MLP's width — for the study's "z" sweep on SmolLM2, 270 × 4 × 5 rows of 1536 floats.
+the MLP's width — for the study's "z" sweep on SmolLM2, 270 × 4 × 5 rows of 1536 floats. Under a
+budget (`max_lanes`, seqprobe.engine.memory) the configurations run in chunks of that many rows
+(`seqprobe.engine.stack`), with the same numbers.
 """
 
 from __future__ import annotations
