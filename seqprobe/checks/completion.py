@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from seqprobe.casefiles.completion import CompletionCase
 from seqprobe.checks.outcome import CheckOutcome, cases_of, prepare_each
 from seqprobe.engine.continuations import prepare_completion, score_continuations
-from seqprobe.engine.scoring import check_expectations, format_completion, format_percent
+from seqprobe.engine.scoring import check_expectations, format_completion, format_percent, format_top_k
 from seqprobe.errors import TokenizationError
 from seqprobe.records.intervals import DEFAULT_LEVEL
 
@@ -186,16 +186,7 @@ def format_scored(scored: ScoredCompletion) -> str:
     for distractor, diff in zip(scored.distractors, scored.logprob_diffs.values(), strict=True):
         lines.append(f"Distractor {distractor.text!r}: {_summary(distractor)}, answer − distractor = {diff:+.2f}")
     top = scored.next_token.top_k
-    lines.append(f"Top {len(top)} after the prompt:")
-    lines.append(
-        tabulate(
-            [[rank, repr(s.token), f"{s.logit:.2f}", format_percent(s.prob)] for rank, s in enumerate(top, start=1)],
-            headers=["rank", "token", "logit", "prob"],
-            tablefmt="simple",
-            disable_numparse=True,
-            colalign=("right", "left", "right", "right"),
-        )
-    )
+    lines.append(format_top_k(top, title=f"Top {len(top)} after the prompt:"))
     return "\n".join(lines)
 
 

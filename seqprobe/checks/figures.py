@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from jaxtyping import Float
 from torch import Tensor
 
-from seqprobe.checks.judging import recovery_interval
+from seqprobe.checks.judging import only_column, recovery_interval
 from seqprobe.engine.patching import SweepResult, head_columns
 from seqprobe.records.figure_specs import AttentionHead, AttentionSpec, HeatmapSpec, LineSpec, ScatterSpec
 from seqprobe.records.intervals import DEFAULT_LEVEL
@@ -142,7 +142,7 @@ def _substituted_by_layer(sweep: SweepResult, level: float) -> LineSpec:
             patched[:, layer : layer + 1],
             sweep.clean_pairs,
             sweep.corrupted_pairs,
-            reduce=lambda r: r[:, 0],
+            reduce=only_column,
             level=level,
         )
         for layer in range(patched.shape[1])

@@ -21,7 +21,16 @@ from torch import Tensor
 
 from seqprobe.records.intervals import Interval, bootstrap_interval
 
-__all__ = ["ClaimVerdict", "IntervalAt", "Levels", "judged", "mean_interval", "rank_interval", "recovery_interval"]
+__all__ = [
+    "ClaimVerdict",
+    "IntervalAt",
+    "Levels",
+    "judged",
+    "mean_interval",
+    "only_column",
+    "rank_interval",
+    "recovery_interval",
+]
 
 Reduce = Callable[[NDArray[np.float64]], NDArray[np.float64]]
 # A claim's interval at a given level, computed on demand: a claim judged at another confidence
@@ -123,6 +132,11 @@ def _judge(
         f"[{judged.low:.3f}, {judged.high:.3f}] {relation} {threshold:g}"
     )
     return passed, recorded, words
+
+
+def only_column(values: NDArray[np.float64]) -> NDArray[np.float64]:
+    """The `reduce` of a claim on one cell: [resample 1] -> [resample]."""
+    return values[:, 0]
 
 
 def _recoveries(means: NDArray[np.float64]) -> NDArray[np.float64]:

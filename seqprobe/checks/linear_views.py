@@ -8,9 +8,9 @@ intervals resample the pairs' own values, as patching claims do.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from seqprobe.checks.judging import ClaimVerdict, Levels, judged, mean_interval
+from seqprobe.checks.judging import ClaimVerdict, Levels, judged, mean_interval, only_column
 from seqprobe.vocabulary.heads import format_head, resolve_layer
 
 if TYPE_CHECKING:
@@ -60,12 +60,12 @@ def check_attribution(claim: AttributionClaim, attribution: DirectAttribution, l
                 detail=f"this model has no {format_head(layer, head)}: layers 0..{n_layers - 1}, heads 0..{n_heads - 1}",
             )
         value, name = float(attribution.by_head[layer, head]), format_head(layer, head)
-        interval = mean_interval(attribution.head_pairs, lambda pairs: pairs[:, layer, head], reduce=_first)
+        interval = mean_interval(attribution.head_pairs, lambda pairs: pairs[:, layer, head], reduce=only_column)
     else:
         assert claim.component is not None
         value, name = attribution.component(claim.component), claim.component
         index = attribution.labels.index(claim.component)
-        interval = mean_interval(attribution.component_pairs, lambda pairs: pairs[:, index], reduce=_first)
+        interval = mean_interval(attribution.component_pairs, lambda pairs: pairs[:, index], reduce=only_column)
     return judged(
         interval=interval,
         levels=levels,
@@ -79,7 +79,3 @@ def check_attribution(claim: AttributionClaim, attribution: DirectAttribution, l
             f""
         ),
     )
-
-
-def _first(means: Any) -> Any:
-    return means[:, 0]

@@ -18,13 +18,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from seqprobe.casefiles.claims import AttributionClaim, Claim, LogitLensClaim, PatchClaim
 from seqprobe.casefiles.patching import PairSpec, PatchingCase
 from seqprobe.checks.evidence import Evidence
 from seqprobe.checks.figures import figures
-from seqprobe.checks.judging import ClaimVerdict, IntervalAt, Levels, judged, rank_interval, recovery_interval
+from seqprobe.checks.judging import (
+    ClaimVerdict,
+    IntervalAt,
+    Levels,
+    judged,
+    only_column,
+    rank_interval,
+    recovery_interval,
+)
 from seqprobe.checks.linear_views import check_attribution, check_lens
 from seqprobe.checks.outcome import CheckOutcome
 from seqprobe.engine.patching import PatchingPair, PatchingRuns, SweepResult, make_pair, prepare_patching, recovery
@@ -262,7 +270,7 @@ def _check_together(claim: PatchClaim, evidence: Evidence, levels: Levels) -> Cl
 
     def interval(level: float) -> Interval:
         return recovery_interval(
-            patched[:, None], runs.clean_pairs, runs.corrupted_pairs, reduce=lambda r: r[:, 0], level=level
+            patched[:, None], runs.clean_pairs, runs.corrupted_pairs, reduce=only_column, level=level
         )
 
     return judged(
@@ -332,13 +340,15 @@ def run_patching_checks(
             for case in group:
                 outcomes[case.case_id] = CheckOutcome(prompt=specs[0].clean, answer=specs[0].answer, error=error)
             continue
+        # The same evidence draws the same pictures: once for every case of the group.
+        drawn = figures(evidence, n_pairs=len(specs), level=interval_level) if detail else []
         for case in group:
-            outcomes[case.case_id] = _outcome(case, evidence, model_name, interval_level=interval_level, detail=detail)
+            outcomes[case.case_id] = _outcome(case, evidence, model_name, interval_level=interval_level, drawn=drawn)
     return outcomes
 
 
 def _outcome(
-    case: PatchingCase, evidence: Evidence, model_name: str, *, interval_level: float, detail: bool
+    case: PatchingCase, evidence: Evidence, model_name: str, *, interval_level: float, drawn: list[dict[str, Any]]
 ) -> CheckOutcome:
     """One case's verdicts on evidence it may share with other cases of the same pairs."""
     confidence = case.expect_for(model_name).get("confidence")
@@ -358,7 +368,7 @@ def _outcome(
             "clean_metric": evidence.runs.clean_metric,
             "corrupted_metric": evidence.runs.corrupted_metric,
             "claims": [v.to_json() for v in verdicts],
-            "figures": figures(evidence, n_pairs=len(case.pairs), level=interval_level) if detail else [],
+            "figures": drawn,
         },
         prompt=case.pairs[0].clean,
         answer=case.pairs[0].answer,

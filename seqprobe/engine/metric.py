@@ -131,9 +131,14 @@ class ContinuationReadout:
         return scores[..., 0] - scores[..., 1]
 
     def _row_logprobs(self, forward: ResumableForward, resid: Float[Tensor, "config row read d_model"]) -> Tensor:
-        logprobs = forward.logits(resid).float().log_softmax(dim=-1)  # [config row read vocab]
-        picked = logprobs.gather(-1, self.targets.expand(resid.shape[0], -1, -1)[..., None])[..., 0]
-        return (picked * self.mask).sum(-1)  # [config row]
+        return self.row_logprobs(forward.logits(resid))  # [config row]
+
+    def row_logprobs(self, logits: Float[Tensor, "*config row read vocab"]) -> Float[Tensor, "*config row"]:
+        """Each row's continuation log-probability from the logits at its read positions."""
+        logprobs = logits.float().log_softmax(dim=-1)
+        targets = self.targets.to(logits.device).expand(*logits.shape[:-1])  # [*config row read]
+        picked = logprobs.gather(-1, targets[..., None])[..., 0]
+        return (picked * self.mask.to(logits.device)).sum(-1)
 
     def describe(self, n_pairs: int) -> str:
         return (
@@ -179,10 +184,7 @@ def logit_diff_metric(logits: Float[Tensor, "pair pos vocab"], pairs: Sequence[P
         ids = readout.token_ids.to(logits.device)
         final = read[:, -1]
         return logit_diff(final.gather(-1, ids[:, :1])[:, 0], final.gather(-1, ids[:, 1:])[:, 0])
-    n_read = readout.targets.shape[1]
-    logprobs = read[:, :n_read].float().log_softmax(dim=-1)
-    picked = logprobs.gather(-1, readout.targets.to(logits.device)[..., None])[..., 0]
-    scores = (picked * readout.mask.to(logits.device)).sum(-1).view(-1, 2)  # [pair 2]
+    scores = readout.row_logprobs(read[:, : readout.targets.shape[1]]).view(-1, 2)  # [pair 2]
     return (scores[:, 0] - scores[:, 1]).mean()
 
 

@@ -191,6 +191,9 @@ class PatchingRuns:
             self.corrupted_pairs = run_metric(self.forward, self.corrupted, self.readout).float().cpu()
         self.clean_metric = float(self.clean_pairs.mean())
         self.corrupted_metric = float(self.corrupted_pairs.mean())
+        # Positions named by what they are: the first where the prompts differ, and the prompt's last.
+        prompts = [torch.stack([getattr(p, side) for p in self.pairs]) for side in ("clean", "corrupted")]
+        self.positions = {"substituted": first_difference(*prompts), "final": self.readout.first}
 
     @property
     def token_ids(self) -> Int[Tensor, "pair 2"]:
@@ -224,7 +227,7 @@ class PatchingRuns:
 
     def column(self, site: str, key: int | str) -> int:
         """The column `key` names in `site`'s grid (as `SweepResult.column`), without computing it."""
-        return _column(site, self.labels(site), self._positions() if site in POSITION_SITES else {}, key)
+        return _column(site, self.labels(site), dict(self.positions) if site in POSITION_SITES else {}, key)
 
     def patch_heads_together(self, site: str, heads: Collection[tuple[int, int]]) -> float:
         """Recovery when the clean `site` activations of all `heads` (layer, head) are patched in one run.
@@ -266,7 +269,7 @@ class PatchingRuns:
             clean_metric=self.clean_metric,
             corrupted_metric=self.corrupted_metric,
             labels=self.labels(site),
-            positions=self._positions() if site in POSITION_SITES else {},
+            positions=dict(self.positions) if site in POSITION_SITES else {},
             method=method,
             pair_metric=pair_metric.detach().float().cpu() if exact else None,
             clean_pairs=self.clean_pairs if exact else None,
@@ -280,10 +283,6 @@ class PatchingRuns:
         if site == "v" and self.forward.n_kv_heads != self.forward.n_heads:
             return head_columns(self.forward.n_kv_heads, key_value=True)
         return head_columns(self.forward.n_heads)
-
-    def _positions(self) -> dict[str, int]:
-        clean, corrupted = (torch.stack([getattr(p, side) for p in self.pairs]) for side in ("clean", "corrupted"))
-        return {"substituted": first_difference(clean, corrupted), "final": self.readout.first}
 
 
 def prepare_patching(

@@ -32,6 +32,7 @@ __all__ = [
     "continuation_token_ids",
     "format_completion",
     "format_percent",
+    "format_top_k",
     "final_logits",
     "greedy_tokens",
     "model_name_of",
@@ -240,7 +241,6 @@ def check_expectations(completion: Completion, expect: Mapping[str, float]) -> l
 
 def format_completion(completion: Completion) -> str:
     """The study's `test_prompt` view: tokens, the answer's standing, distractors, top-k."""
-    from tabulate import tabulate
 
     answer = completion.answer
     lines = [
@@ -253,21 +253,25 @@ def format_completion(completion: Completion) -> str:
             f"Distractor {distractor.token!r}: logit {distractor.logit:.2f}, prob {format_percent(distractor.prob)}, "
             f"answer − distractor = {diff:+.2f}"
         )
-    rows = [
-        [rank, repr(score.token), f"{score.logit:.2f}", format_percent(score.prob)]
-        for rank, score in enumerate(completion.top_k, start=1)
-    ]
-    lines.append(f"Top {len(rows)}:")
-    lines.append(
-        tabulate(
-            rows,
-            headers=["rank", "token", "logit", "prob"],
-            tablefmt="simple",
-            disable_numparse=True,
-            colalign=("right", "left", "right", "right"),
-        )
-    )
+    lines.append(format_top_k(completion.top_k, title=f"Top {len(completion.top_k)}:"))
     return "\n".join(lines)
+
+
+def format_top_k(top_k: Sequence[TokenScore], *, title: str) -> str:
+    """`title`, then the model's top predictions as a table: rank, token, logit, prob."""
+    from tabulate import tabulate
+
+    table = tabulate(
+        [
+            [rank, repr(score.token), f"{score.logit:.2f}", format_percent(score.prob)]
+            for rank, score in enumerate(top_k, start=1)
+        ],
+        headers=["rank", "token", "logit", "prob"],
+        tablefmt="simple",
+        disable_numparse=True,
+        colalign=("right", "left", "right", "right"),
+    )
+    return f"{title}\n{table}"
 
 
 def format_percent(prob: float) -> str:
