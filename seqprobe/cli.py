@@ -4,7 +4,7 @@
     seqprobe prompt "The capital of Argentina is" " Buenos Aires" [--distractor " Lima"]
     seqprobe report [CASES ...] [--out reports/NAME.md] [--model NAME] [-- PYTEST ARGS]
     seqprobe compare OLD.json NEW.json [--out diff.md]
-    seqprobe bench [--model NAME] [--device DEV] [--json]
+    seqprobe bench [--model NAME] [--device DEV] [--json] [--pairs P,... --length N,... --sites z,...]
     seqprobe ablate MODEL L23H3 [L6H1 ...] --out FOLDER
 
 Each subcommand imports what it needs when it runs, so `seqprobe --help` is instant.
@@ -31,7 +31,7 @@ def _prompt(args: argparse.Namespace) -> int:
     from seqprobe.engine.continuations import prepare_completion, score_continuations
     from seqprobe.loading.models import load_model
 
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
     prepared = prepare_completion(model.bridge, args.prompt, args.answer, args.distractor, where="prompt")
     (scored,) = score_continuations(model.bridge, [prepared], top_k=args.top_k)
     print(format_scored(scored))
@@ -91,7 +91,7 @@ def _compare(argv: list[str]) -> int:
 
 
 def _bench(argv: list[str]) -> int:
-    from seqprobe.bench import main as bench_main
+    from seqprobe.bench_command import main as bench_main
 
     return bench_main(argv)
 
@@ -130,7 +130,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     commands.add_parser("compare", help="diff two results files; exits 1 when anything regressed", add_help=False)
     commands.add_parser(
-        "bench", help="time seqprobe's patching engine against transformer_lens.patching", add_help=False
+        "bench",
+        help="time seqprobe's patching engine against transformer_lens.patching, or its cost as pairs and "
+        "prompt length grow (--pairs/--length)",
+        add_help=False,
     )
 
     if argv and argv[0] in ("compare", "bench"):

@@ -16,11 +16,12 @@ failing cases, a case's figure specs, or the markdown report.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from seqprobe.loading.known import DEFAULT_MODEL
 from seqprobe.records.intervals import DEFAULT_LEVEL
@@ -207,7 +208,10 @@ def run(
         )
         for case in cases
     )
-    command = _equivalent_command(cases, loaded.info.to_json(), as_model=as_model, interval_level=interval_level)
+    placement = getattr(loaded.bridge.original_model, "hf_device_map", None)  # set by accelerate for a split model
+    command = _equivalent_command(
+        cases, loaded.info.to_json(), as_model=as_model, interval_level=interval_level, device_map=placement
+    )
     results = RunResults(
         model=loaded.info.to_json(),
         case_files=dict(sorted(case_files.items())),
@@ -261,13 +265,22 @@ def _case_files_below(folder: Path) -> list[Path]:
 
 
 def _equivalent_command(
-    cases: list[Case], model: dict[str, str], *, as_model: str | None, interval_level: float = DEFAULT_LEVEL
+    cases: list[Case],
+    model: dict[str, str],
+    *,
+    as_model: str | None,
+    interval_level: float = DEFAULT_LEVEL,
+    device_map: Mapping[str, Any] | None = None,
 ) -> list[str]:
-    """The pytest command that runs the same cases on the same model: the report's "Reproduce with"."""
+    """The pytest command that runs the same cases on the same model: the report's "Reproduce with".
+
+    A model split by a device map is placed by that map (`--device-map` as JSON), not by a device.
+    """
     from seqprobe.plugin import OPTION_AS_MODEL, OPTION_INTERVAL_LEVEL
-    from seqprobe.vocabulary.options import DEVICE, DTYPE, MODEL
+    from seqprobe.vocabulary.options import DEVICE, DEVICE_MAP, DTYPE, MODEL
 
     files = dict.fromkeys(case.location.path for case in cases)
-    command = ["pytest", *files, MODEL.flag, model["name"], DEVICE.flag, model["device"], DTYPE.flag, model["dtype"]]
+    placement = [DEVICE_MAP.flag, json.dumps(dict(device_map))] if device_map else [DEVICE.flag, model["device"]]
+    command = ["pytest", *files, MODEL.flag, model["name"], *placement, DTYPE.flag, model["dtype"]]
     command += [OPTION_AS_MODEL, as_model] if as_model else []
     return [*command, OPTION_INTERVAL_LEVEL, str(interval_level)] if interval_level != DEFAULT_LEVEL else command

@@ -18,7 +18,15 @@ import pytest
 from seqprobe.records.intervals import DEFAULT_LEVEL, parse_level
 from seqprobe.session import RECORD_ATTRIBUTE, RunSettings, SeqprobeSession
 from seqprobe.vocabulary.metrics import parse_tolerance
-from seqprobe.vocabulary.options import DEVICE, DTYPE, MAX_MEMORY, MODEL, add_max_memory_option, add_model_options
+from seqprobe.vocabulary.options import (
+    DEVICE,
+    DEVICE_MAP,
+    DTYPE,
+    MAX_MEMORY,
+    MODEL,
+    add_max_memory_option,
+    add_model_options,
+)
 
 if TYPE_CHECKING:
     from _pytest._code.code import TerminalRepr
@@ -103,6 +111,7 @@ def _settings(config: pytest.Config) -> RunSettings:
         model=model,
         device=config.getoption(DEVICE.flag),
         dtype=config.getoption(DTYPE.flag),
+        device_map=config.getoption(DEVICE_MAP.flag),
         expectations_of=config.getoption(OPTION_AS_MODEL) or model,
         report=config.getoption(OPTION_REPORT),
         baseline=config.getoption(OPTION_BASELINE),

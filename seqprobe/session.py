@@ -83,6 +83,8 @@ class RunSettings:
     interval_level: float = DEFAULT_LEVEL
     # Bytes a patching sweep's stacked batch may take; None: half the device's free memory.
     max_memory: int | None = None
+    # --device-map: accelerate's strategy or module name -> device; None loads on `device`.
+    device_map: str | Mapping[str, str | int] | None = None
 
     def runs_with(self) -> dict[str, Any]:
         """A runner's keyword options (`seqprobe.checks.outcome.Runner`): a report asks for the figures."""
@@ -162,7 +164,10 @@ class SeqprobeSession:
             if self.is_worker:
                 share_cores_among_xdist_workers()
             try:
-                self._model = load_model(self.settings.model, device=self.settings.device, dtype=self.settings.dtype)
+                settings = self.settings
+                self._model = load_model(
+                    settings.model, device=settings.device, dtype=settings.dtype, device_map=settings.device_map
+                )
             except Exception as error:
                 self._load_error = error
                 raise

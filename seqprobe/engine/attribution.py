@@ -187,9 +187,9 @@ def direct_logit_attribution(runs: PatchingRuns) -> DirectAttribution:
         )  # [pair layer head d_model]
         stack = torch.cat([torch.stack(writes, dim=1), head_writes.flatten(1, 2)], dim=1)  # [pair component d_model]
         normed, constant = forward.frozen_final_norm(stack, last)
-        direction = _unembedding_direction(forward, ids)  # [pair d_model]
+        direction, bias_difference = _unembedding_difference(forward, ids)  # [pair d_model], [pair]
         attributions = (normed @ direction[..., None])[..., 0]  # [pair component]
-        constants = (constant * direction).sum(-1) + _unembedding_bias(forward, ids)  # [pair]
+        constants = (constant * direction).sum(-1) + bias_difference  # [pair]
         logits = forward.unembed(last, ids)  # [pair 2]
     by_head = attributions[:, len(writes) :].unflatten(1, (forward.n_layers, forward.n_heads))  # [pair layer head]
     labels = ("embed", *(component_label(layer, part) for layer in range(forward.n_layers) for part in ("attn", "mlp")))
@@ -206,19 +206,18 @@ def direct_logit_attribution(runs: PatchingRuns) -> DirectAttribution:
     )
 
 
-def _unembedding_direction(forward: ResumableForward, ids: Int[Tensor, "pair 2"]) -> Float[Tensor, "pair d_model"]:
-    weight = forward.model.get_output_embeddings().weight
+def _unembedding_difference(
+    forward: ResumableForward, ids: Int[Tensor, "pair 2"]
+) -> tuple[Float[Tensor, "pair d_model"], Float[Tensor, " pair"]]:
+    """The unembedding's answer − distractor direction and bias difference, read through the module."""
     if getattr(forward.config, "final_logit_softcapping", None) is not None:
         raise PatchingError(
             "direct logit attribution is linear only without final logit soft-capping; this model caps its "
             f"logits (final_logit_softcapping={forward.config.final_logit_softcapping})"
         )
-    return weight[ids[:, 0]] - weight[ids[:, 1]]
-
-
-def _unembedding_bias(forward: ResumableForward, ids: Int[Tensor, "pair 2"]) -> Float[Tensor, " pair"]:
-    bias = getattr(forward.model.get_output_embeddings(), "bias", None)
-    return bias[ids[:, 0]] - bias[ids[:, 1]] if bias is not None else torch.zeros(len(ids), device=ids.device)
+    rows, bias = forward.unembedding_rows(ids)  # [pair 2 d_model], [pair 2] or None
+    bias_difference = bias[:, 0] - bias[:, 1] if bias is not None else torch.zeros(len(ids), device=ids.device)
+    return rows[:, 0] - rows[:, 1], bias_difference
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 Activation patching asks one question hundreds of times: "had this one activation taken its clean
 value, what would the corrupted run's final logits be?". Rerunning the whole model for each patch
 (TransformerLens's way; `bridge.start_at_layer` still runs the earlier blocks) recomputes what is
-already known. This module splits a forward pass into its pieces, so that `seqprobe.engine.resume` can
+known. This module splits a forward pass into pieces, so that `seqprobe.engine.resume` can
 
 - start at any sublayer (attention or MLP of any block) from a cached residual stream,
 - compute queries only for the positions a patch can change, reading the keys and values of the
@@ -12,14 +12,14 @@ already known. This module splits a forward pass into its pieces, so that `seqpr
 
 The pieces call the model's own modules (norms, projections, MLPs, rotary tables), so the numbers
 are the model's; only the attention core is written out, since that is where cached keys and values
-come in. Architectures differ in a few places, each a method of `ResumableForward` that the
-subclasses override:
+come in. On a model split across devices or offloaded (a `device_map`), activations move to each
+layer's device and weights are read through `seqprobe.engine.placement`. Architectures differ in a
+few places, each a method of `ResumableForward` that the subclasses override:
 
 - Llama family (SmolLM2): RMSNorm, rotary positions, grouped-query attention.
 - GPT-2: LayerNorm, learned positions, one fused Conv1D for q/k/v.
 - Gemma 3: embeddings scaled by sqrt(d_model), RMSNorm on q and k, norms before *and* after each
-  sublayer, per-layer rotary tables, sliding-window layers, `query_pre_attn_scalar`, and logit
-  soft-capping where the config sets it.
+  sublayer, per-layer rotary tables, sliding windows, `query_pre_attn_scalar`, logit soft-capping.
 
 Every activation `run` records is what TransformerBridge's hook of the same name sees (Gemma 3's
 `attn_out`/`mlp_out` after the post-sublayer norm, as the bridge places `hook_attn_out`); the
@@ -38,15 +38,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
+from seqprobe.engine.placement import execution_device, is_offloaded, materialized, read_weights
+from seqprobe.engine.rotary import RotaryTables, rope_type, rotate
 from seqprobe.errors import PatchingError
 
-__all__ = [
-    "ACTIVATIONS",
-    "SUPPORTED_MODEL_TYPES",
-    "ResumableForward",
-    "Run",
-    "resumable_forward",
-]
+__all__ = ["ACTIVATIONS", "SUPPORTED_MODEL_TYPES", "ResumableForward", "Run", "resumable_forward"]
 
 # Per-layer activations `ResumableForward.run` can record.
 ACTIVATIONS = ("resid_pre", "attn_out", "resid_mid", "mlp_out", "k", "v", "pattern", "z")
@@ -70,6 +66,9 @@ class Run:
 class ResumableForward:
     """The Llama-family forward, in pieces; subclasses override what their architecture changes."""
 
+    # GPT-2's Conv1D stores the output projection as [head*d_head d_model], nn.Linear as its transpose.
+    _output_is_conv1d = False
+
     def __init__(self, model: nn.Module) -> None:
         self.model = model
         self.config = model.config
@@ -79,17 +78,26 @@ class ResumableForward:
         self.n_kv_heads = int(getattr(self.config, "num_key_value_heads", None) or self.n_heads)
         self.d_model = int(self.config.hidden_size)
         self.d_head = int(getattr(self.config, "head_dim", None) or self.d_model // self.n_heads)
+        # Where each layer computes: one device for a model in memory, several for a split one.
+        self.layer_devices = tuple(execution_device(layer) for layer in self.layers)
+        self._tables = RotaryTables(self._rotary_table)
 
     @property
     def device(self) -> torch.device:
-        return self.model.get_output_embeddings().weight.device
+        """Where logits are computed (the unembedding's execution device): metrics and readouts live there."""
+        return execution_device(self.model.get_output_embeddings())
+
+    def to_layer(self, layer: int, x: Tensor) -> Tensor:
+        """`x` on `layer`'s execution device: the same tensor, not a copy, when it is there already."""
+        return x.to(self.layer_devices[layer])
 
     # -- architecture-specific pieces ---------------------------------------------------------
 
     def _layers(self) -> nn.ModuleList:
         return self.model.model.layers
 
-    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_model"]:
+    def embed(self, tokens: Int[Tensor, "batch pos"], *, start: int = 0) -> Float[Tensor, "batch pos d_model"]:
+        """The embedded tokens, which sit at positions start.. (only learned positions depend on it)."""
         return self.model.model.embed_tokens(tokens)
 
     def attention_input(self, layer: int, resid: Float[Tensor, "*batch pos d_model"]) -> Tensor:
@@ -110,17 +118,22 @@ class ResumableForward:
 
     def _rotary_table(self, positions: Int[Tensor, " pos"], key: Any) -> tuple[Tensor, Tensor]:
         dummy = torch.empty(0, dtype=self.model.dtype, device=positions.device)
-        return self.model.model.rotary_emb(dummy, positions[None])  # ([1 pos d_head], [1 pos d_head])
+        by_key = () if key is None else (key,)  # Gemma 3's module takes the layer type
+        return self.model.model.rotary_emb(dummy, positions[None], *by_key)  # ([1 pos d_head], [1 pos d_head])
 
     def attention_output(self, layer: int, z: Float[Tensor, "*batch pos head d_head"]) -> Tensor:
         """What the attention sublayer adds to the residual stream, from the heads' outputs."""
         flat = z.reshape(*z.shape[:-2], self.n_heads * self.d_head)  # [*batch pos head*d_head]
-        return self._attention(layer).o_proj(flat)
+        return self._output_projection(layer)(flat)
+
+    def _output_projection(self, layer: int) -> nn.Module:
+        return self._attention(layer).o_proj
 
     def output_weight(self, layer: int) -> Float[Tensor, "head d_head d_model"]:
-        """The attention output projection split by head: a view, so writing to it changes the model."""
-        weight = self._attention(layer).o_proj.weight  # [d_model head*d_head]
-        return weight.T.view(self.n_heads, self.d_head, self.d_model)
+        """The output projection split by head: a view, so writing to it changes the model (not offloaded)."""
+        (weight,) = read_weights(self._output_projection(layer))  # [d_model head*d_head] (Linear)
+        weight = weight if self._output_is_conv1d else weight.T  # [head*d_head d_model]
+        return weight.view(self.n_heads, self.d_head, self.d_model)
 
     def mlp_output(self, layer: int, resid_mid: Float[Tensor, "*batch pos d_model"]) -> Tensor:
         """What the MLP sublayer adds to the residual stream."""
@@ -138,20 +151,23 @@ class ResumableForward:
 
     def zero_head(self, layer: int, head: int) -> None:
         """Ablate a head in the weights: zero its share of the output projection, so it writes nothing."""
+        if is_offloaded(self._output_projection(layer)):
+            raise PatchingError(
+                f"cannot zero head L{layer}H{head}: layer {layer} is offloaded (device_map), so a write would "
+                "change a copy loaded for one read; load the model without a device_map to ablate heads"
+            )
         with torch.no_grad():
             self.output_weight(layer)[head] = 0.0
 
     def frozen_final_norm(
         self, components: Float[Tensor, "*batch component d_model"], total: Float[Tensor, "*batch d_model"]
     ) -> tuple[Float[Tensor, "*batch component d_model"], Float[Tensor, "*batch d_model"]]:
-        """The final norm as the affine map it is at `total`'s statistics, applied to each component.
-
-        Returns the normed components and the constant term (the norm's bias) that belongs to none of
-        them: for components summing to `total`, normed components + constant == final_norm(total).
-        """
+        """The final norm as the affine map it is at `total`'s statistics, on each component, and the
+        constant (its bias) of none: components summing to `total` give normed + constant == final_norm(total)."""
         norm = self.model.model.norm
+        (weight,) = read_weights(norm, device=components.device)
         scale = torch.rsqrt(total.float().pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-        return components * scale.unsqueeze(-2).to(components.dtype) * norm.weight, torch.zeros_like(total)
+        return components * scale.unsqueeze(-2).to(components.dtype) * weight, torch.zeros_like(total)
 
     # -- shared pieces --------------------------------------------------------------------------
 
@@ -170,17 +186,16 @@ class ResumableForward:
         k = k.view(rows, n_pos, -1, self.d_head).transpose(1, 2)
         v = v.view(rows, n_pos, -1, self.d_head).transpose(1, 2)
         q, k = self._normalize_qk(layer, q, k)
-        table = self._rotary(layer, start, start + n_pos)
+        table = self._rotary(layer, start, start + n_pos, device=q.device)
         if table is not None:
             cos, sin = table  # [pos d_head], broadcast over rows and heads
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         return q, k, v
 
-    def _rotary(self, layer: int, start: int, stop: int) -> tuple[Tensor, Tensor] | None:
-        """cos and sin of positions start..stop-1, [pos d_head] each."""
-        cos, sin = self._rotary_table(torch.arange(start, stop, device=self.device), self._rotary_key(layer))
-        return cos[0], sin[0]
+    def _rotary(self, layer: int, start: int, stop: int, *, device: torch.device) -> tuple[Tensor, Tensor] | None:
+        """cos and sin of positions start..stop-1 on `device`, [pos d_head] each."""
+        key = self._rotary_key(layer)
+        return self._tables(key, start, stop, device=device, kind=rope_type(self.model.model.rotary_emb, key))
 
     def pattern(
         self,
@@ -191,25 +206,30 @@ class ResumableForward:
         q_start: int,
     ) -> Float[Tensor, "row head q_pos k_pos"]:
         """Softmaxed attention of queries at positions q_start.. over keys at positions 0..k_pos-1."""
-        attn = self._attention(layer)
         rows, _, n_q, _ = q.shape
-        n_k = k.shape[-2]
-        group = self.n_heads // self.n_kv_heads
         # Grouped-query attention without copying keys: [row kv_head group q_pos d_head]
-        grouped = q.view(rows, self.n_kv_heads, group, n_q, self.d_head)
-        scores = grouped @ k.unsqueeze(2).transpose(-1, -2) * attn.scaling  # [row kv group q k]
-        scores = scores.view(rows, self.n_heads, n_q, n_k)
+        grouped = q.view(rows, self.n_kv_heads, self.n_heads // self.n_kv_heads, n_q, self.d_head)
+        scores = grouped @ k.unsqueeze(2).transpose(-1, -2)  # [row kv group q k]
+        return self.softmax_scores(layer, scores.view(rows, self.n_heads, n_q, k.shape[-2]), q_start=q_start)
+
+    def softmax_scores(
+        self, layer: int, scores: Float[Tensor, "row head q_pos k_pos"], *, q_start: int
+    ) -> Float[Tensor, "row head q_pos k_pos"]:
+        """Raw query·key scores as attention: scaled, soft-capped, masked (causal, sliding window), softmaxed."""
+        attn = self._attention(layer)
+        scores = scores * attn.scaling
         softcap = getattr(attn, "attn_logit_softcapping", None)
         if softcap is not None:
             scores = torch.tanh(scores / softcap) * softcap
-        q_positions = torch.arange(q_start, q_start + n_q, device=q.device)
-        k_positions = torch.arange(n_k, device=q.device)
+        n_q, n_k = scores.shape[-2:]
+        q_positions = torch.arange(q_start, q_start + n_q, device=scores.device)
+        k_positions = torch.arange(n_k, device=scores.device)
         visible = k_positions[None, :] <= q_positions[:, None]  # [q_pos k_pos]
         window = getattr(attn, "sliding_window", None)
         if window is not None:
             visible &= k_positions[None, :] > q_positions[:, None] - window
         scores = scores.masked_fill(~visible, float("-inf"))
-        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        return torch.softmax(scores, dim=-1, dtype=torch.float32).to(scores.dtype)
 
     def mix(
         self, pattern: Float[Tensor, "row head q_pos k_pos"], v: Float[Tensor, "row kv_head k_pos d_head"]
@@ -225,12 +245,16 @@ class ResumableForward:
         self, resid: Float[Tensor, "*batch d_model"], token_ids: Int[Tensor, "*batch k"]
     ) -> Float[Tensor, "*batch k"]:
         """The logits of `token_ids` only (the rows of the unembedding a metric needs)."""
-        normed = self.final_norm(resid)
-        head = self.model.get_output_embeddings()
-        logits = (normed.unsqueeze(-2) * head.weight[token_ids]).sum(-1)
-        if getattr(head, "bias", None) is not None:
-            logits = logits + head.bias[token_ids]
-        return self._soft_cap(logits)
+        rows, bias = self.unembedding_rows(token_ids)
+        normed = self.final_norm(resid).to(rows.device)
+        logits = (normed.unsqueeze(-2) * rows).sum(-1)
+        return self._soft_cap(logits if bias is None else logits + bias)
+
+    def unembedding_rows(self, token_ids: Int[Tensor, "*batch k"]) -> tuple[Tensor, Tensor | None]:
+        """The unembedding's rows for `token_ids` [*batch k d_model], and its bias there [*batch k] (or None)."""
+        with materialized(head := self.model.get_output_embeddings()):
+            bias = getattr(head, "bias", None)
+            return head.weight[token_ids], None if bias is None else bias[token_ids]
 
     @property
     def vocab_size(self) -> int:
@@ -247,11 +271,8 @@ class ResumableForward:
     def run(
         self, tokens: Int[Tensor, "batch pos"], *, keep: Collection[str] = ACTIVATIONS, differentiable: bool = False
     ) -> Run:
-        """The whole model on `tokens`, recording the activations named in `keep`.
-
-        `differentiable` makes every activation carry a gradient even when the model's parameters
-        do not (the embedding output becomes a leaf that requires grad); call it under grad mode.
-        """
+        """The whole model on `tokens`, recording the activations named in `keep`. `differentiable` makes
+        every activation carry a gradient (the embedding output becomes a leaf); call it under grad mode."""
         unknown = set(keep) - set(ACTIVATIONS)
         if unknown:
             raise ValueError(f"unknown activations {sorted(unknown)}; choose from {ACTIVATIONS}")
@@ -262,11 +283,11 @@ class ResumableForward:
                 acts[name].append(value)
             return value
 
-        resid = self.embed(tokens)
+        resid = self.embed(tokens.to(execution_device(self.model.get_input_embeddings())))
         if differentiable:
             resid = resid.detach().requires_grad_()
         for layer in range(self.n_layers):
-            record("resid_pre", resid)
+            resid = record("resid_pre", self.to_layer(layer, resid))
             q, k, v = self.qkv(layer, self.attention_input(layer, resid), start=0)
             record("k", k)
             record("v", v)
@@ -277,20 +298,17 @@ class ResumableForward:
         return Run(tokens=tokens, acts={name: tuple(values) for name, values in acts.items()}, resid_final=resid)
 
 
-def _rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
 class _GPT2Forward(ResumableForward):
     """GPT-2: LayerNorm, learned positions added to the embedding, one fused q/k/v Conv1D."""
+
+    _output_is_conv1d = True
 
     def _layers(self) -> nn.ModuleList:
         return self.model.transformer.h
 
-    def embed(self, tokens: Int[Tensor, "batch pos"]) -> Tensor:
+    def embed(self, tokens: Int[Tensor, "batch pos"], *, start: int = 0) -> Tensor:
         transformer = self.model.transformer
-        positions = torch.arange(tokens.shape[-1], device=tokens.device)
+        positions = torch.arange(start, start + tokens.shape[-1], device=tokens.device)
         return transformer.wte(tokens) + transformer.wpe(positions)
 
     def attention_input(self, layer: int, resid: Tensor) -> Tensor:
@@ -300,15 +318,11 @@ class _GPT2Forward(ResumableForward):
         q, k, v = self.layers[layer].attn.c_attn(x).split(self.d_model, dim=-1)
         return q, k, v
 
-    def _rotary(self, layer: int, start: int, stop: int) -> None:
+    def _rotary(self, layer: int, start: int, stop: int, *, device: torch.device) -> None:
         return None
 
     def _attention(self, layer: int) -> nn.Module:
         return self.layers[layer].attn
-
-    def attention_output(self, layer: int, z: Tensor) -> Tensor:
-        flat = z.reshape(*z.shape[:-2], self.d_model)  # [*batch pos head*d_head]
-        return self.layers[layer].attn.c_proj(flat)
 
     def mlp_output(self, layer: int, resid_mid: Tensor) -> Tensor:
         block = self.layers[layer]
@@ -317,16 +331,16 @@ class _GPT2Forward(ResumableForward):
     def final_norm(self, resid: Tensor) -> Tensor:
         return self.model.transformer.ln_f(resid)
 
-    def output_weight(self, layer: int) -> Tensor:
-        weight = self.layers[layer].attn.c_proj.weight  # Conv1D: [head*d_head d_model]
-        return weight.view(self.n_heads, self.d_head, self.d_model)
+    def _output_projection(self, layer: int) -> nn.Module:
+        return self.layers[layer].attn.c_proj
 
     def frozen_final_norm(self, components: Tensor, total: Tensor) -> tuple[Tensor, Tensor]:
         # LayerNorm centres each component (linear), scales by the total's 1/std, then adds its bias.
         norm = self.model.transformer.ln_f
+        weight, bias = read_weights(norm, "weight", "bias", device=components.device)
         scale = torch.rsqrt(total.var(-1, unbiased=False, keepdim=True) + norm.eps).unsqueeze(-2)
         centred = components - components.mean(-1, keepdim=True)
-        return centred * scale * norm.weight, norm.bias.expand_as(total)
+        return centred * scale * weight, bias.expand_as(total)
 
 
 class _Gemma3Forward(ResumableForward):
@@ -338,10 +352,6 @@ class _Gemma3Forward(ResumableForward):
 
     def _rotary_key(self, layer: int) -> Any:
         return self.config.layer_types[layer]
-
-    def _rotary_table(self, positions: Tensor, key: Any) -> tuple[Tensor, Tensor]:
-        dummy = torch.empty(0, dtype=self.model.dtype, device=positions.device)
-        return self.model.model.rotary_emb(dummy, positions[None], key)
 
     def attention_output(self, layer: int, z: Tensor) -> Tensor:
         return self.layers[layer].post_attention_layernorm(super().attention_output(layer, z))
@@ -361,8 +371,9 @@ class _Gemma3Forward(ResumableForward):
 
 def _frozen_rms(norm: nn.Module, components: Tensor, total: Tensor) -> Tensor:
     """Gemma's RMSNorm, x * rsqrt(mean(x²) + eps) * (1 + w), at `total`'s scale, on each component."""
+    (weight,) = read_weights(norm, device=components.device)
     scale = torch.rsqrt(total.float().pow(2).mean(-1, keepdim=True) + norm.eps).unsqueeze(-2)
-    return (components.float() * scale * (1.0 + norm.weight.float())).to(components.dtype)
+    return (components.float() * scale * (1.0 + weight.float())).to(components.dtype)
 
 
 # Hugging Face `config.model_type` -> the forward that reproduces it.

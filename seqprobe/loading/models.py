@@ -17,10 +17,14 @@ tokenizer); so the result is saved once, as a hub-format folder in seqprobe's ca
 GGUF's sha256 (see `seqprobe.loading.weights_cache`), and every load boots a folder or a hub id through
 `TransformerBridge.boot_transformers`. Weights are only read from GGUF and safetensors files,
 never unpickled.
+
+A model too big for one device loads across devices with a `device_map` (and accelerate's
+`max_memory`), passed through to `from_pretrained`: see `seqprobe.loading.device_maps`.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -32,6 +36,7 @@ from typing import TYPE_CHECKING, Literal
 import torch
 
 from seqprobe.errors import ModelLoadError
+from seqprobe.loading.device_maps import DeviceMap, MaxMemory, boot_split, check_placement, placement_of
 from seqprobe.loading.known import KNOWN_MODELS, HubModel, WheelGguf
 from seqprobe.loading.weights_cache import cache_root, ensure_entry, progress, sha256_file
 from seqprobe.loading.wheels import wheel_gguf
@@ -68,6 +73,7 @@ class ModelInfo:
     # single file to hash (sharded weights, or a hub download not found in the cache).
     sha256: str
     dtype: str
+    # "cpu", "cuda:0"...; for a model split by a device_map, "split: " and its places ("split: cpu, disk").
     device: str
 
     def to_json(self) -> dict[str, str]:
@@ -87,27 +93,35 @@ _DTYPES: Mapping[str, torch.dtype] = MappingProxyType(
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 
 
-def load_model(name: str, *, device: str | None = None, dtype: torch.dtype | str = torch.float32) -> LoadedModel:
+def load_model(
+    name: str,
+    *,
+    device: str | None = None,
+    dtype: torch.dtype | str = torch.float32,
+    device_map: DeviceMap | None = None,
+    max_memory: MaxMemory | None = None,
+) -> LoadedModel:
     """Load `name` (a known name, hub id, model folder or .gguf file) on `device` in `dtype`.
 
-    The model is in eval mode with frozen weights (requires_grad=False): seqprobe never trains,
-    and a forward pass outside `torch.no_grad` then builds no graph over the weights; gradients
-    with respect to activations still work.
+    Or across devices: `device_map` (with `device` None or "auto") places modules as accelerate
+    does, within `max_memory` per device ({0: "20GiB", "cpu": "60GiB"}) if given; see the module
+    docstring. The model is in eval mode with frozen weights (requires_grad=False): seqprobe never
+    trains, and a forward pass outside `torch.no_grad` then builds no graph over the weights;
+    gradients with respect to activations still work.
     """
-    device = resolve_device(device)
     torch_dtype = parse_dtype(dtype)
+    check_placement(device, device_map, max_memory)
     weights = _resolve(name)
-    bridge = _boot(weights, device=device, dtype=torch_dtype)
+    if device_map is None:
+        bridge = _boot(weights, dtype=torch_dtype, device=resolve_device(device))
+    else:
+        boot = functools.partial(_boot, weights, dtype=torch_dtype)
+        bridge = boot_split(name, boot, device_map=device_map, max_memory=max_memory)
     bridge.eval()
     bridge.requires_grad_(False)
     sha256 = weights.sha256 if weights.sha256 is not None else _hub_weights_sha256(weights.target)
-    info = ModelInfo(
-        name=name,
-        source=weights.source,
-        sha256=sha256,
-        dtype=str(torch_dtype).removeprefix("torch."),
-        device=str(next(bridge.original_model.parameters()).device),
-    )
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    info = ModelInfo(name=name, source=weights.source, sha256=sha256, dtype=dtype_name, device=placement_of(bridge))
     return LoadedModel(bridge=bridge, info=info)
 
 
@@ -119,10 +133,10 @@ def loaded_from_bridge(bridge: TransformerBridge, *, name: str | None = None) ->
     """
     if bridge.training:
         raise ModelLoadError("the bridge is in training mode (dropout on); call bridge.eval() before running cases")
-    parameter = next(bridge.original_model.parameters())
-    dtype, device = str(parameter.dtype).removeprefix("torch."), str(parameter.device)
+    dtype = str(next(bridge.original_model.parameters()).dtype).removeprefix("torch.")
     name = name if name is not None else str(bridge.cfg.model_name)
-    return LoadedModel(bridge, ModelInfo(name=name, source=BRIDGE_SOURCE, sha256="", dtype=dtype, device=device))
+    info = ModelInfo(name=name, source=BRIDGE_SOURCE, sha256="", dtype=dtype, device=placement_of(bridge))
+    return LoadedModel(bridge, info)
 
 
 def resolve_model(
@@ -130,8 +144,9 @@ def resolve_model(
     *,
     device: str | None = None,
     dtype: torch.dtype | str = torch.float32,
+    device_map: DeviceMap | None = None,
 ) -> LoadedModel:
-    """Load a name or path (`device`, `dtype` apply to it only); take a bridge or LoadedModel as it is."""
+    """Load a name or path (`device`, `dtype`, `device_map` apply to it only); take a bridge or LoadedModel as it is."""
     from transformer_lens.model_bridge import TransformerBridge
 
     if isinstance(model, LoadedModel):
@@ -139,7 +154,7 @@ def resolve_model(
     if isinstance(model, TransformerBridge):
         return loaded_from_bridge(model)
     if isinstance(model, str | os.PathLike):
-        return load_model(os.fspath(model), device=device, dtype=dtype)
+        return load_model(os.fspath(model), device=device, dtype=dtype, device_map=device_map)
     raise TypeError(
         f"model={model!r} ({type(model).__name__}): expected a model name, hub id, folder or .gguf "
         "path, a transformer_lens TransformerBridge, or a seqprobe LoadedModel"
@@ -288,11 +303,11 @@ def _dense_gguf_options() -> dict[str, object]:
     return {"quantization_config": GgufConfig(dequantize=True)}
 
 
-def _boot(weights: _Weights, *, device: str, dtype: torch.dtype) -> TransformerBridge:
+def _boot(weights: _Weights, *, dtype: torch.dtype, **placement: object) -> TransformerBridge:
     from transformer_lens.model_bridge import TransformerBridge
 
     try:
-        return TransformerBridge.boot_transformers(weights.target, device=device, dtype=dtype)
+        return TransformerBridge.boot_transformers(weights.target, dtype=dtype, **placement)
     except OSError as error:
         raise _boot_error(weights, error) from None
 

@@ -1,22 +1,26 @@
 """The model options, shared by the pytest plugin and every `seqprobe` command that loads a model.
 
-One definition keeps `--model`, `--device` and `--dtype` spelled, defaulted and documented alike
-in `pytest --help` and `seqprobe COMMAND --help`; `--max-memory`, the patching engine's budget,
-is shared by the plugin and `seqprobe bench`.
+One definition keeps `--model`, `--device`, `--dtype` and `--device-map` spelled, defaulted and
+documented alike in `pytest --help` and `seqprobe COMMAND --help`; `--max-memory`, the patching
+engine's budget, is shared by the plugin and `seqprobe bench`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from seqprobe.loading.known import DEFAULT_MODEL
 
 __all__ = [
     "DEVICE",
+    "DEVICE_MAP",
+    "DEVICE_MAP_STRATEGIES",
     "DTYPE",
     "DTYPES",
     "MAX_MEMORY",
@@ -25,6 +29,7 @@ __all__ = [
     "ModelOption",
     "add_max_memory_option",
     "add_model_options",
+    "parse_device_map",
     "parse_memory",
 ]
 
@@ -34,9 +39,12 @@ DTYPES = ("float32", "bfloat16", "float16")
 @dataclass(frozen=True)
 class ModelOption:
     flag: str
-    default: str
+    default: str | None
     help: str
     choices: tuple[str, ...] | None = None
+    # Converts the command line's text (argparse's `type`); None keeps it a string.
+    parse: Callable[[str], Any] | None = None
+    metavar: str | None = None
 
 
 MODEL = ModelOption(
@@ -49,13 +57,62 @@ DEVICE = ModelOption(
 )
 # float32 by default: baselines and the oracle tests are float32; half precision is a choice.
 DTYPE = ModelOption("--dtype", "float32", "weights dtype (default: float32)", choices=DTYPES)
-MODEL_OPTIONS = (MODEL, DEVICE, DTYPE)
+
+# accelerate's placement strategies; any other device map is a JSON object of module name -> device.
+DEVICE_MAP_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
+
+
+def parse_device_map(text: str) -> str | dict[str, str | int]:
+    """A strategy name, or module name -> device from a JSON object or a .json file; ValueError saying the forms."""
+    text = text.strip()
+    if text in DEVICE_MAP_STRATEGIES:
+        return text
+    forms = (
+        f"expected {', '.join(DEVICE_MAP_STRATEGIES)}, a JSON object such as "
+        '\'{"model.layers.0": "cpu", "model.layers.1": "disk"}\', or a .json file holding one'
+    )
+    inline = text.startswith("{")
+    if not inline and not text.endswith(".json"):
+        raise ValueError(f"device map {text!r}: {forms}")
+    try:
+        loaded = json.loads(text if inline else Path(text).expanduser().read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"device map {text!r}: {error}; {forms}") from None
+    if not isinstance(loaded, dict) or not loaded:
+        raise ValueError(f"device map {text!r}: {forms}")
+    # A GPU is named by its index, but JSON's true is no index (though Python's bool is an int).
+    bad = {key: value for key, value in loaded.items() if not isinstance(value, str | int) or isinstance(value, bool)}
+    if bad:
+        raise ValueError(f"device map {text!r}: devices must be names or GPU indices, found {bad}; {forms}")
+    return loaded
+
+
+def _device_map_option(text: str) -> str | dict[str, str | int]:
+    try:
+        return parse_device_map(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+DEVICE_MAP = ModelOption(
+    "--device-map",
+    None,
+    "split the model across devices with accelerate, for a model bigger than one device: "
+    f"{', '.join(DEVICE_MAP_STRATEGIES)} (auto: GPUs, then CPU, then disk), or module name -> device "
+    '("cpu", "disk", 0, "cuda:1") as a JSON object or a .json file; keep --device auto '
+    "(default: the whole model on --device)",
+    parse=_device_map_option,
+    metavar="MAP",
+)
+MODEL_OPTIONS = (MODEL, DEVICE, DTYPE, DEVICE_MAP)
 
 
 def add_model_options(add_option: Callable[..., Any]) -> None:
     """Add the model options through `argparse.ArgumentParser.add_argument` or pytest's `addoption`."""
     for option in MODEL_OPTIONS:
-        extra = {"choices": option.choices} if option.choices else {}
+        extra: dict[str, Any] = {"choices": option.choices} if option.choices else {}
+        extra |= {"type": option.parse} if option.parse else {}
+        extra |= {"metavar": option.metavar} if option.metavar else {}
         add_option(option.flag, default=option.default, help=option.help, **extra)
 
 
