@@ -49,7 +49,6 @@ from seqprobe.engine.scoring import (
     greedy_tokens,
     model_name_of,
     prompt_token_ids,
-    right_padded,
 )
 from seqprobe.errors import TokenizationError
 
@@ -267,15 +266,19 @@ def _teacher_forced(
     """Each row's reads, and for a `top` row the top k (id, logit, prob) at its first read."""
     import torch
 
+    from seqprobe.engine.prompt_tree import read_logits
+
     out: list[tuple[list[_Step], list[tuple[int, float, float]]]] = []
     with torch.inference_mode():
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
-            tokens, _ = right_padded([row.token_ids for row in batch])
-            logits = bridge(tokens.to(bridge.cfg.device), return_type="logits")  # [batch pos d_vocab]
-            pairs = [(r, position, token) for r, row in enumerate(batch) for position, token in row.reads]
-            row_of, position, target = torch.tensor(pairs, device=logits.device).T  # 3 × [read]
-            read = logits[row_of, position].float()  # [read d_vocab]
+            read = read_logits(
+                bridge,
+                [row.token_ids for row in batch],
+                [[position for position, _ in row.reads] for row in batch],
+                batch_size=batch_size,
+            )  # [read d_vocab]
+            target = torch.tensor([token for row in batch for _, token in row.reads])  # [read]
             chosen = read.gather(-1, target[:, None])[:, 0]  # [read]
             normalizer = read.logsumexp(dim=-1)  # [read]
             rank = (read >= chosen[:, None]).sum(dim=-1)  # [read]

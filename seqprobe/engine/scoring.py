@@ -1,8 +1,8 @@
 """Next-token scoring: what a model predicts after a prompt, and whether a case's bars are met.
 
-Prompts run in batches, one forward pass per batch. Batches are right-padded: under causal
-attention a token never sees the padding after it, so each prompt's last real position gets the
-same logits as it would alone (tested: batched == one-at-a-time).
+Prompts are run together (`seqprobe.engine.prompt_tree`): each distinct prefix once, or in
+right-padded batches through a bridge with hooks; either way each prompt's last position gets the
+logits it would alone (tested: together == one at a time, == the bridge).
 
 This is the one-token view (phrasing families, invariance and direction checks read it); a
 completion case scores its answer and distractors as continuations of any length in
@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING
 from seqprobe.errors import TokenizationError
 
 if TYPE_CHECKING:
-    import torch
-    from jaxtyping import Float, Int
+    from jaxtyping import Float
     from torch import Tensor
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -38,7 +37,6 @@ __all__ = [
     "model_name_of",
     "prepare_prompt",
     "prompt_token_ids",
-    "right_padded",
     "score_completions",
     "single_token_id",
 ]
@@ -129,32 +127,14 @@ def model_name_of(bridge: TransformerBridge) -> str:
     return str(getattr(bridge.cfg, "model_name", "the model"))
 
 
-def right_padded(batch: Sequence[Sequence[int]]) -> tuple[Int[Tensor, "batch pos"], list[int]]:
-    """`batch` as one tensor, each row padded after its end, and the rows' lengths."""
-    import torch
-
-    lengths = [len(ids) for ids in batch]
-    width = max(lengths)
-    # The pad value is never attended to by the positions that are read, so any id will do.
-    tokens = torch.tensor([list(ids) + [ids[-1]] * (width - len(ids)) for ids in batch])
-    return tokens, lengths
-
-
 def final_logits(
     bridge: TransformerBridge, token_ids: Sequence[Sequence[int]], *, batch_size: int = DEFAULT_BATCH_SIZE
 ) -> Float[Tensor, "prompt d_vocab"]:
-    """Logits at each prompt's last token, computed in right-padded batches."""
-    import torch
+    """Logits at each prompt's last token: each distinct prefix computed once where the bridge allows
+    (seqprobe.engine.prompt_tree), else in right-padded batches."""
+    from seqprobe.engine.prompt_tree import read_logits
 
-    rows: list[torch.Tensor] = []
-    device = bridge.cfg.device
-    with torch.inference_mode():
-        for start in range(0, len(token_ids), batch_size):
-            tokens, lengths = right_padded(token_ids[start : start + batch_size])
-            logits = bridge(tokens.to(device), return_type="logits")  # [batch pos d_vocab]
-            last = torch.tensor(lengths, device=logits.device) - 1
-            rows.append(logits[torch.arange(len(lengths), device=logits.device), last].float().cpu())
-    return torch.cat(rows)
+    return read_logits(bridge, token_ids, [[len(ids) - 1] for ids in token_ids], batch_size=batch_size)
 
 
 @dataclass(frozen=True)
@@ -292,6 +272,8 @@ def greedy_tokens(
     Argmax ties go to the lowest id, as torch's argmax (and transformers' greedy search) has them.
     """
     import torch
+
+    from seqprobe.engine.prompt_tree import right_padded
 
     counts = [max_new_tokens] * len(token_ids) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     grown = [list(ids) for ids in token_ids]
