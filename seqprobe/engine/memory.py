@@ -6,6 +6,11 @@ copy and the MLP's hidden activations. Configurations therefore run in chunks of
 `max_lanes` lanes, sized to a budget: `--max-memory SIZE`, or by default half of what the device
 has free. Chunks run one after another, each exactly as the whole batch would (a configuration's
 numbers do not depend on the others stacked with it, up to float rounding).
+
+What is per lane and what is not: a chunk's residual streams live in one buffer allocated once
+and updated in place (seqprobe.engine.stack), and the keys and values of the positions before the
+first difference are the target run's, read by every configuration without a copy per
+configuration (seqprobe.engine.shared_prefix); neither grows beyond one copy of the stream per lane.
 """
 
 from __future__ import annotations
@@ -41,9 +46,10 @@ def available_memory(device: torch.device) -> int:
 def lane_bytes(forward: ResumableForward, *, n_keys: int) -> int:
     """What one lane holds at the batch's peak, in bytes, attending over `n_keys` positions.
 
-    The residual stream and its updates (four copies of d_model), the MLP's hidden activations
-    (three of its width: gate, up and their product), and the attention scores of every head,
-    which are softmaxed in float32.
+    Four copies of d_model (the stream's buffer, the lanes of several starts concatenated for one
+    MLP product, the normed input, the sublayer's output, which is added in place), the MLP's
+    hidden activations (three of its width: gate, up and their product), and the attention scores
+    of every head, which are softmaxed in float32.
     """
     config = forward.config
     d_mlp = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * forward.d_model

@@ -14,7 +14,14 @@ lever below keeps the result exact:
   last block only the positions the metric reads (the prompt's final one, and a multi-token
   continuation's) run their query, attention and MLP.
 - Many patch configurations go through the model stacked in one batch, layer by layer, joining
-  the batch at the sublayer where their patch applies.
+  the batch at the sublayer where their patch applies. The configurations that compute the same
+  positions share one buffer, updated in place, that they join by a count (`seqprobe.engine.stack`);
+  the keys and values before the first differing position are the target's for all of them and
+  are read without a copy per configuration (`seqprobe.engine.shared_prefix`); the patched inputs
+  are built per position or per layer for all its configurations at once, and a layer's head
+  patches are one indexed write (`seqprobe.engine.head_patches`). So a sweep's operations (a GPU's
+  kernel launches) depend on the layers and the computed positions, not on how many
+  configurations there are.
 - A one-token metric reads two rows of the unembedding (answer and distractor), not the whole
   vocabulary; a continuation's log-probabilities need the whole vocabulary at its positions.
 
@@ -28,13 +35,14 @@ Memory: only the activations a site needs are cached (`needed_activations`, tran
 `names_filter`), and the stacked batch peaks at configurations × pairs × patched positions rows of
 the MLP's width — for the study's "z" sweep on SmolLM2, 270 × 4 × 5 rows of 1536 floats. Under a
 budget (`max_lanes`, seqprobe.engine.memory) the configurations run in chunks of that many rows
-(`seqprobe.engine.stack`), with the same numbers.
+(`seqprobe.engine.stack`), with the same numbers up to float rounding: the products over the shared
+prefix hold a chunk's configurations as rows, and a BLAS may round a product of few rows
+differently from one of many.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 import torch
@@ -42,10 +50,18 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from seqprobe.engine.forward import ResumableForward, Run
+from seqprobe.engine.head_patches import (
+    HeadPatch,
+    head_entries,
+    head_replacements,
+    heads_by_layer,
+    n_head_columns,
+    write_heads,
+)
 from seqprobe.engine.metric import Readout, run_metric
-from seqprobe.engine.stack import Entry, chunks
+from seqprobe.engine.shared_prefix import attend_after_prefix
+from seqprobe.engine.stack import Entry, chunks, group_by_start
 from seqprobe.errors import PatchingError
-from seqprobe.vocabulary.heads import format_head
 from seqprobe.vocabulary.sites import HEAD_SITES, POSITION_SITES, SITES
 
 __all__ = [
@@ -86,19 +102,9 @@ def first_difference(source: Int[Tensor, "pair pos"], target: Int[Tensor, "pair 
     return int(differs[0]) if len(differs) else source.shape[1]
 
 
-@dataclass(frozen=True)
-class _HeadPatch:
-    """Heads whose `site` activation comes from `source` wherever the resumed run computes their layer."""
-
-    site: str
-    # layer -> its patched heads (key/value heads for "v").
-    heads: Mapping[int, tuple[int, ...]]
-    source: Run
-
-
 def grid_shape(forward: ResumableForward, site: str, readout: Readout) -> tuple[int, int]:
     """(layers, columns) of `site`'s grid: prompt positions for position sites, (key/value) heads for head sites."""
-    return forward.n_layers, readout.first + 1 if site in POSITION_SITES else _n_head_columns(forward, site)
+    return forward.n_layers, readout.first + 1 if site in POSITION_SITES else n_head_columns(forward, site)
 
 
 def patched_metric_grid(
@@ -136,7 +142,7 @@ def patched_metric_grid(
         if start > readout.first
         else _position_entries(forward, source, target, start, site, wanted=wanted)
         if site in POSITION_SITES
-        else _head_entries(forward, source, target, start, site, wanted=wanted)
+        else head_entries(forward, source, target, start, site, wanted=wanted)
     )
     if entries:
         computed = torch.cat([entry.cells for entry in entries])
@@ -162,7 +168,7 @@ def patched_heads_metric(
     """
     if site not in HEAD_SITES:
         raise PatchingError(f"heads are patched at {', '.join(HEAD_SITES[:-1])} or {HEAD_SITES[-1]}, not {site!r}")
-    by_layer = _heads_by_layer(forward, site, heads)
+    by_layer = heads_by_layer(forward, site, heads)
     start = first_difference(source.tokens, target.tokens)
     if start > readout.first or not by_layer:
         return run_metric(forward, target, readout)
@@ -173,111 +179,53 @@ def patched_heads_metric(
         resid=target["resid_pre", first][None, :, start:],
         cells=torch.zeros(1, dtype=torch.long),
     )
-    return _resume(forward, target, [entry], readout, patch=_HeadPatch(site=site, heads=by_layer, source=source))[0]
-
-
-def _n_head_columns(forward: ResumableForward, site: str) -> int:
-    return forward.n_kv_heads if site == "v" else forward.n_heads
-
-
-def _heads_by_layer(
-    forward: ResumableForward, site: str, heads: Collection[tuple[int, int]]
-) -> dict[int, tuple[int, ...]]:
-    """layer -> its heads, each once, in order; PatchingError naming every head the model lacks."""
-    n_columns = _n_head_columns(forward, site)
-    key_value = site == "v" and n_columns != forward.n_heads
-    outside = [(layer, head) for layer, head in heads if not (0 <= layer < forward.n_layers and 0 <= head < n_columns)]
-    if outside:
-        names = ", ".join(format_head(layer, head, key_value=key_value) for layer, head in outside)
-        raise PatchingError(
-            f"{site}: the model has no {names}: it has layers 0..{forward.n_layers - 1} and "
-            f"{n_columns} {'key/value heads' if key_value else 'heads'} (0..{n_columns - 1}) per layer"
-        )
-    by_layer: dict[int, set[int]] = {}
-    for layer, head in heads:
-        by_layer.setdefault(layer, set()).add(head)
-    return {layer: tuple(sorted(by_layer[layer])) for layer in sorted(by_layer)}
+    return _resume(forward, target, [entry], readout, patch=HeadPatch(site=site, heads=by_layer, source=source))[0]
 
 
 def _position_entries(
     forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, wanted: Bool[Tensor, "layer pos"]
 ) -> list[Entry]:
-    """One configuration per wanted (layer, prompt position) from `start` on; earlier positions are no-ops."""
-    n_layers, n_prompt = wanted.shape
-    entries = []
-    for layer in range(n_layers):
-        for pos in range(start, n_prompt):
-            if not wanted[layer, pos]:
-                continue
-            if site == "resid_pre":
-                stage, resid = 2 * layer, target["resid_pre", layer][:, pos:].clone()
-                resid[:, 0] = source["resid_pre", layer][:, pos]
-            elif site == "attn_out":
-                stage, resid = 2 * layer + 1, target["resid_mid", layer][:, pos:].clone()
-                resid[:, 0] = target["resid_pre", layer][:, pos] + source["attn_out", layer][:, pos]
-            else:
-                after = target["resid_pre", layer + 1] if layer + 1 < n_layers else target.resid_final
-                stage, resid = 2 * layer + 2, after[:, pos:].clone()
-                resid[:, 0] = target["resid_mid", layer][:, pos] + source["mlp_out", layer][:, pos]
-            cells = torch.tensor([layer * n_prompt + pos])
-            entries.append(Entry(stage=stage, start=pos, resid=resid[None], cells=cells))
-    return entries
+    """One configuration per wanted (layer, prompt position) from `start` on; earlier positions are no-ops.
 
-
-def _head_entries(
-    forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, wanted: Bool[Tensor, "layer head"]
-) -> list[Entry]:
-    """One configuration per wanted (layer, head); each changes the heads' outputs z at positions start.. ."""
-    n_columns = wanted.shape[1]
-    entries = []
-    for layer in range(forward.n_layers):
-        columns = wanted[layer].nonzero()[:, 0]
-        if not len(columns):
-            continue
-        z_target = target["z", layer][:, start:]  # [pair pos head d_head]
-        z = z_target.expand(len(columns), *z_target.shape).clone()  # [config pair pos head d_head]
-        # The target's own attention at this layer, for the queries the patch can change.
-        pattern = target["pattern", layer][:, :, start:] if site == "v" else None  # [pair head pos k_pos]
-        values = target["v", layer]  # [pair kv_head k_pos d_head]
-        for config, column in enumerate(columns.tolist()):
-            _patch_heads(
-                forward, site, (column,), source=source, layer=layer, q_start=start, pattern=pattern, values=values,
-                z=z[config],
-            )  # fmt: skip
-        resid = target["resid_pre", layer][:, start:] + forward.attention_output(layer, z)
-        entries.append(Entry(stage=2 * layer + 1, start=start, resid=resid, cells=columns + layer * n_columns))
-    return entries
-
-
-def _patch_heads(
-    forward: ResumableForward,
-    site: str,
-    heads: Sequence[int],
-    *,
-    source: Run,
-    layer: int,
-    q_start: int,
-    pattern: Float[Tensor, "*config pair head q_pos k_pos"] | None,
-    values: Float[Tensor, "*config pair kv_head k_pos d_head"],
-    z: Float[Tensor, "*config pair q_pos head d_head"],
-) -> None:
-    """Write into `z`, in place, the outputs `heads` have with their `site` activation from `source`.
-
-    `pattern` (needed for "v" only) and `values` are the patched run's own at `layer`, for queries
-    q_start.. and every key. A patched value vector feeds every query head of its group; a patched
-    pattern mixes the run's own values; a patched z is the source's output itself.
+    Built per position for all its layers at once: the stream entering the patched sublayer from
+    the target run, with the patched position's own value taken from the source.
     """
-    group = forward.n_heads // forward.n_kv_heads
-    for head in heads:
-        if site == "z":
-            z[..., head, :] = source["z", layer][:, q_start:, head]
-        elif site == "v":
-            assert pattern is not None
-            reading = slice(head * group, (head + 1) * group)  # the query heads of key/value head `head`
-            mixed = pattern[..., reading, :, :] @ source["v", layer][:, head, None]  # [*config pair group q d_head]
-            z[..., reading, :] = mixed.transpose(-3, -2)
-        else:
-            z[..., head, :] = source["pattern", layer][:, head, q_start:] @ values[..., head // group, :, :]
+    n_prompt = wanted.shape[1]
+    layers = wanted[:, start:].any(dim=1).nonzero()[:, 0].tolist()
+    if not layers:
+        return []
+    if site == "resid_pre":
+        first_stage = 0
+        stream = _stack(target, "resid_pre", layers)  # [layer pair pos d_model]
+        patched = _stack(source, "resid_pre", layers)
+    elif site == "attn_out":
+        first_stage = 1
+        stream = _stack(target, "resid_mid", layers)
+        patched = _stack(target, "resid_pre", layers) + _stack(source, "attn_out", layers)
+    else:
+        first_stage = 2
+        after = [*target.acts["resid_pre"][1:], target.resid_final]  # what enters the stage after each MLP
+        stream = torch.stack([after[layer] for layer in layers])
+        patched = _stack(target, "resid_mid", layers) + _stack(source, "mlp_out", layers)
+    wanted_layers = wanted[layers]  # [layer pos]
+    entries = []
+    for pos in range(start, n_prompt):
+        rows = wanted_layers[:, pos].nonzero()[:, 0]
+        if not len(rows):
+            continue
+        index = rows.to(stream.device)
+        resid = stream[index, :, pos:]  # [config pair pos d_model], a copy
+        resid[:, :, 0] = patched[index, :, pos]
+        cells = torch.tensor([layers[row] * n_prompt + pos for row in rows.tolist()])
+        entries.extend(
+            Entry(stage=first_stage + 2 * layers[row], start=pos, resid=resid[i : i + 1], cells=cells[i : i + 1])
+            for i, row in enumerate(rows.tolist())
+        )
+    return entries
+
+
+def _stack(run: Run, name: str, layers: Sequence[int]) -> Float[Tensor, "layer pair pos d_model"]:
+    return torch.stack([run[name, layer] for layer in layers])
 
 
 def _resume(
@@ -286,7 +234,7 @@ def _resume(
     entries: Sequence[Entry],
     readout: Readout,
     *,
-    patch: _HeadPatch | None = None,
+    patch: HeadPatch | None = None,
     max_lanes: int | None = None,
 ) -> Float[Tensor, "cell pair"]:
     """Run every entry from its stage to the logits; each pair's metric per configuration, in entry order.
@@ -307,48 +255,44 @@ def _resume_stacked(
     entries: Sequence[Entry],
     readout: Readout,
     *,
-    patch: _HeadPatch | None = None,
+    patch: HeadPatch | None = None,
 ) -> Float[Tensor, "cell pair"]:
-    """Every entry from its stage to the logits, as one stacked batch."""
+    """Every entry from its stage to the logits, as one stacked batch updated in place (`StartGroup`)."""
     n_layers = forward.n_layers
-    # start -> the configurations in flight that compute positions start.. : [config pair pos d_model]
-    active: dict[int, Tensor] = {}
-    order: dict[int, list[int]] = {}  # start -> their indices in the concatenated entry order
-    offsets = torch.tensor([0] + [e.resid.shape[0] for e in entries]).cumsum(0).tolist()
-    by_stage: dict[int, list[int]] = {}
-    for i, entry in enumerate(entries):
-        by_stage.setdefault(entry.stage, []).append(i)
-    for stage in range(min(by_stage), 2 * n_layers + 1):
-        for i in by_stage.get(stage, ()):
-            entry = entries[i]
-            # After the last attention sublayer only the positions the metric reads are carried on.
-            resid = entry.resid if stage <= 2 * (n_layers - 1) else entry.resid[:, :, readout.first - entry.start :]
-            joined = [active[entry.start], resid] if entry.start in active else [resid]
-            active[entry.start] = torch.cat(joined)
-            order.setdefault(entry.start, []).extend(range(offsets[i], offsets[i + 1]))
-        if stage == 2 * n_layers:
-            break
+    groups = group_by_start(entries)
+    for stage in range(min(entry.stage for entry in entries), 2 * n_layers):
         layer, is_mlp = divmod(stage, 2)
-        if is_mlp:
-            active = _mlp_step(forward, layer, active)
-        else:
-            active = {
-                start: _attention_step(forward, target, layer, start, resid, read_from=readout.first, patch=patch)
-                for start, resid in active.items()
-            }
-    metrics = torch.empty(offsets[-1], readout.n_pairs, device=forward.device)
-    for start, resid in active.items():
-        metrics[order[start]] = readout.per_pair(forward, resid)  # [config pair]
+        in_flight = [(group, group.joined(stage)) for group in groups if group.joined(stage)]
+        if not is_mlp:
+            for group, n in in_flight:
+                _attention_step(
+                    forward, target, layer, group.start, group.resid[:n], read_from=readout.first, patch=patch
+                )
+            continue
+        # After the last attention sublayer only the positions the metric reads are carried on.
+        last = layer == n_layers - 1
+        _mlp_step(
+            forward,
+            layer,
+            [group.resid[:n, :, readout.first - group.start :] if last else group.resid[:n] for group, n in in_flight],
+        )
+    metrics = torch.empty(sum(len(group.rows) for group in groups), readout.n_pairs, device=forward.device)
+    for group in groups:
+        read = group.resid[:, :, readout.first - group.start :]  # [config pair read d_model]
+        metrics[group.rows.to(metrics.device)] = readout.per_pair(forward, read)
     return metrics
 
 
-def _mlp_step(forward: ResumableForward, layer: int, active: dict[int, Tensor]) -> dict[int, Tensor]:
-    """The MLP sublayer for every configuration in flight, as one batch (it treats positions alike)."""
+def _mlp_step(
+    forward: ResumableForward, layer: int, carried: Sequence[Float[Tensor, "config pair pos d_model"]]
+) -> None:
+    """The MLP sublayer for every configuration in flight, as one batch (it treats positions alike), in place."""
     d_model = forward.d_model
     # every [config pair pos d_model] -> one [lane d_model]: bigger matrix products run faster
-    lanes = torch.cat([resid.reshape(-1, d_model) for resid in active.values()])
-    out = forward.mlp_output(layer, lanes).split([resid[..., 0].numel() for resid in active.values()])
-    return {start: resid + part.view(resid.shape) for (start, resid), part in zip(active.items(), out, strict=True)}
+    flat = [resid.reshape(-1, d_model) for resid in carried]
+    out = forward.mlp_output(layer, flat[0] if len(flat) == 1 else torch.cat(flat))
+    for resid, part in zip(carried, out.split([len(lanes) for lanes in flat]), strict=True):
+        resid += part.view(resid.shape)
 
 
 def _attention_step(
@@ -359,36 +303,35 @@ def _attention_step(
     resid: Float[Tensor, "config pair pos d_model"],
     *,
     read_from: int,
-    patch: _HeadPatch | None = None,
-) -> Float[Tensor, "config pair pos d_model"]:
-    """The attention sublayer for positions start.., with earlier keys and values from `target`.
+    patch: HeadPatch | None = None,
+) -> None:
+    """The attention sublayer for positions start.., added to `resid` in place; earlier keys and values are `target`'s.
 
-    In the last block only positions `read_from`.. are carried on: the metric reads nothing else.
+    The prefix's keys and values are the same in every configuration and are not copied per
+    configuration (seqprobe.engine.shared_prefix). In the last block only positions `read_from`..
+    run their query and are updated: the metric reads nothing else.
     """
     n_config, n_pair, n_suffix, d_model = resid.shape
-    rows = resid.reshape(n_config * n_pair, n_suffix, d_model)  # [config*pair pos d_model]
+    rows = resid.reshape(n_config * n_pair, n_suffix, d_model)  # [config*pair pos d_model], a view
     q, k, v = forward.qkv(layer, forward.attention_input(layer, rows), start=start)
-    keys = torch.cat([_prefix(target["k", layer], start, n_config), k], dim=2)  # [row kv_head pos d_head]
-    values = torch.cat([_prefix(target["v", layer], start, n_config), v], dim=2)
-    q_start = start
+    q_start, updated = start, resid
     if layer == forward.n_layers - 1:
         skip = read_from - start
-        q, q_start, resid = q[:, :, skip:], read_from, resid[:, :, skip:]
-    pattern = forward.pattern(layer, q, keys, q_start=q_start)  # [row head q_pos k_pos]
-    z = forward.mix(pattern, values)  # [row q_pos head d_head]
+        q, q_start, updated = q[:, :, skip:], read_from, resid[:, :, skip:]
+    pattern, z = attend_after_prefix(
+        forward, layer, q, k, v, q_start=q_start,
+        prefix_k=target["k", layer][:, :, :start], prefix_v=target["v", layer][:, :, :start],
+    )  # fmt: skip  # [config*pair head q_pos k_pos], [config*pair q_pos head d_head]
     if patch is not None and layer in patch.heads:
-        # [config*pair ...] -> [config pair ...], so the source's [pair ...] values broadcast over configurations
-        _patch_heads(
-            forward, patch.site, patch.heads[layer], source=patch.source, layer=layer, q_start=q_start,
-            pattern=pattern.unflatten(0, (n_config, n_pair)), values=values.unflatten(0, (n_config, n_pair)),
-            z=z.unflatten(0, (n_config, n_pair)),
-        )  # fmt: skip
-    out = forward.attention_output(layer, z)  # [row pos d_model]
-    return resid + out.view(n_config, n_pair, -1, d_model)
-
-
-def _prefix(cached: Float[Tensor, "pair kv_head pos d_head"], start: int, n_config: int) -> Tensor:
-    """The target run's keys or values before `start`, repeated for each configuration."""
-    head = cached[:, :, :start]
-    # [pair kv_head start d_head] -> [config*pair kv_head start d_head]
-    return head.expand(n_config, *head.shape).reshape(-1, *head.shape[1:])
+        # The run's own values at every key, for a patched pattern to mix: [config*pair kv_head k_pos d_head]
+        prefix_v = target["v", layer][:, :, :start].repeat(n_config, 1, 1, 1)  # one configuration: a small copy
+        values = torch.cat([prefix_v, v], dim=2) if patch.site == "pattern" else v
+        replacements = head_replacements(
+            forward, patch.site, source=patch.source, layer=layer, q_start=q_start, pattern=pattern, values=values
+        )  # [config*pair q_pos head d_head]
+        heads = torch.tensor(patch.heads[layer]).expand(n_config, -1)  # [config column]
+        # [config*pair ...] -> [config pair ...]: z is a view, so the write lands in it
+        by_config = (n_config, n_pair)
+        write_heads(forward, patch.site, z.unflatten(0, by_config), replacements.unflatten(0, by_config), heads)
+    out = forward.attention_output(layer, z)  # [config*pair pos d_model]
+    updated += out.view(n_config, n_pair, -1, d_model)

@@ -1,20 +1,29 @@
-"""The stacked batch of patch configurations, and its chunks under a lane budget.
+"""The stacked batch of patch configurations, its chunks under a lane budget, and its buffers by start.
 
 A sweep's configurations join the resumed batch at the sublayer where their patch applies
 (`Entry`); all of them run stacked, layer by layer, so that matrix products are large. Under a
 memory budget (seqprobe.engine.memory) the entries are cut into chunks of at most `max_lanes`
 lanes — configuration × pair × computed position — that run one after another.
+
+Within a chunk, the configurations that compute the same positions start.. share one buffer
+(`StartGroup`), allocated once and ordered by the stage at which each joins: the configurations in
+flight at a stage are a prefix of its rows, each sublayer adds its update to them in place, and a
+configuration joins by a count growing, not by concatenating the batch again. So the number of
+operations per stage depends on how many distinct starts are in flight (at most the prompt's
+length), not on how many configurations there are.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["Entry", "chunks"]
+__all__ = ["Entry", "StartGroup", "chunks", "group_by_start"]
 
 
 @dataclass(frozen=True)
@@ -50,3 +59,45 @@ def chunks(entries: Sequence[Entry], max_lanes: int) -> list[list[Entry]]:
             stacks[-1].append(part)
             lanes += size
     return stacks
+
+
+@dataclass(frozen=True)
+class StartGroup:
+    """The configurations that compute positions `start`.., in one buffer, in the order they join."""
+
+    start: int
+    # Updated in place as the run goes; rows [:joined(stage)] are the configurations in flight.
+    resid: Float[Tensor, "config pair pos d_model"]
+    # Each row's stage, ascending.
+    stages: tuple[int, ...]
+    # Each row's index in the entries' concatenated configurations, where its metric goes.
+    rows: Int[Tensor, " config"]
+
+    def joined(self, stage: int) -> int:
+        """How many configurations are in flight at `stage` (those that joined there or earlier)."""
+        return bisect_right(self.stages, stage)
+
+
+def group_by_start(entries: Sequence[Entry]) -> list[StartGroup]:
+    """The entries' configurations by start, each group's rows copied once into a buffer of its own.
+
+    The copy also keeps the run from writing into the entries, which may be views of a cached run.
+    """
+    offsets = [0]
+    for entry in entries:
+        offsets.append(offsets[-1] + entry.resid.shape[0])
+    by_start: dict[int, list[int]] = {}
+    for i, entry in enumerate(entries):
+        by_start.setdefault(entry.start, []).append(i)
+    groups = []
+    for start, members in by_start.items():
+        members.sort(key=lambda i: entries[i].stage)  # stable: equal stages keep the entries' order
+        groups.append(
+            StartGroup(
+                start=start,
+                resid=torch.cat([entries[i].resid for i in members]),  # [config pair pos d_model]
+                stages=tuple(entries[i].stage for i in members for _ in range(entries[i].resid.shape[0])),
+                rows=torch.tensor([row for i in members for row in range(offsets[i], offsets[i + 1])]),
+            )
+        )
+    return groups

@@ -8,12 +8,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from seqprobe.engine.memory import lane_bytes, max_lanes
-from seqprobe.engine.patching import make_pair, prepare_patching
 from seqprobe.engine.stack import Entry, chunks
 from seqprobe.vocabulary.options import parse_memory
 from seqprobe.vocabulary.sites import SITES
+from tests.engine._day_runs import day_runs
 
-TEMPLATE = " Today it is {}, tomorrow it is"
 PAIRS = [
     ("Sunday", "Tuesday", " Monday", " Wednesday"),
     ("Friday", "Thursday", " Saturday Sunday", " Friday"),
@@ -22,11 +21,7 @@ PAIRS = [
 
 @pytest.fixture(scope="module")
 def runs(sharp_bridge):  # type: ignore[no-untyped-def]
-    pairs = [
-        make_pair(sharp_bridge, clean=TEMPLATE.format(c), corrupted=TEMPLATE.format(r), answer=a, distractor=d)
-        for c, r, a, d in PAIRS
-    ]
-    return prepare_patching(sharp_bridge, pairs)
+    return day_runs(sharp_bridge, PAIRS)
 
 
 @pytest.mark.parametrize("site", SITES)
@@ -40,7 +35,11 @@ def test_a_sweep_in_chunks_equals_the_whole_batch(runs, site: str) -> None:  # t
     finally:
         runs.max_memory = None
     assert whole.pair_metric is not None and chunked.pair_metric is not None
-    torch.testing.assert_close(chunked.pair_metric, whole.pair_metric, atol=0, rtol=0)
+    # Equal up to float32 rounding, not bit for bit: the configurations attend over the shared prefix
+    # in one product whose rows they fill (seqprobe.engine.shared_prefix), and the BLAS picks its
+    # kernel by the number of rows, so a chunk of one configuration may round differently from the
+    # whole batch (seen: up to 8e-6 on metrics of a few units, amplified by these sharp models).
+    torch.testing.assert_close(chunked.pair_metric, whole.pair_metric, atol=1e-5, rtol=0)
 
 
 def _entry(configs: int, pairs: int, positions: int) -> Entry:
