@@ -6,12 +6,12 @@ includes the runs it has to cache first (seqprobe: the clean and corrupted runs;
 `run_with_cache` on the clean prompts and the unpatched corrupted run that recovery is measured
 from). Printed: both wall times per sweep and in total, their ratio, and the largest absolute
 difference between the two recovery grids. A benchmark, not a test: nothing here asserts a time.
+The command itself is `seqprobe.bench_command`; `--pairs P --length N` times the sweeps on
+token-level pairs of any size instead (`seqprobe.bench_scaling`, which reuses the timing here).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +24,6 @@ from torch import Tensor
 
 from seqprobe.engine.memory import PeakMemory
 from seqprobe.engine.patching import PatchingPair, logit_diff_metric, make_pair, prepare_patching
-from seqprobe.vocabulary.options import add_max_memory_option, add_model_options
 from seqprobe.vocabulary.sites import SITES, hook_name
 
 if TYPE_CHECKING:
@@ -34,11 +33,14 @@ __all__ = [
     "STUDY_PAIRS",
     "BenchResult",
     "SweepTiming",
-    "main",
+    "load_average",
+    "max_resident_bytes",
     "reference_hook_names",
     "reference_sweep",
     "run_benchmark",
+    "say",
     "study_pairs",
+    "timed_step",
     "transformer_lens_sweeps",
 ]
 
@@ -210,20 +212,10 @@ def run_benchmark(
     falls on both rather than on whichever ran second.
     """
     device = str(bridge.cfg.device)
-    load_at_start = _load_average()
-
-    def say(message: str) -> None:
-        if progress is not None:
-            print(message, file=progress, flush=True)
+    load_at_start = load_average()
 
     def timed(tool: str, step: str, work: Callable[[], Any]) -> tuple[float, Any, int]:
-        say(f"{tool}: {step} ...")
-        with PeakMemory(device) as peak:
-            start = _clock(device)
-            result = work()
-            seconds = _clock(device) - start
-        say(f"{tool}: {step} took {seconds:.2f} s, {peak.peak_bytes / 1e6:.0f} MB above the start")
-        return seconds, result, peak.peak_bytes
+        return timed_step(f"{tool}: {step}", work, device=device, progress=progress)
 
     clean = torch.stack([pair.clean for pair in pairs]).to(device)
     corrupted = torch.stack([pair.corrupted for pair in pairs]).to(device)
@@ -263,16 +255,46 @@ def run_benchmark(
             ),
         )
         rows.append(SweepTiming(site, ours, theirs, float((grid - expected).abs().max()), ours_peak, theirs_peak))
-    load_at_end = _load_average()
+    load_at_end = load_average()
     loads = (load_at_start, load_at_end) if load_at_start is not None and load_at_end is not None else None
     return BenchResult(model=model, device=device, rows=tuple(rows), load_average=loads)
 
 
-def _load_average() -> float | None:
+def timed_step(step: str, work: Callable[[], Any], *, device: str, progress: TextIO | None) -> tuple[float, Any, int]:
+    """Run `work` once: its wall time, its result and its peak memory above the start (bytes).
+
+    Says when `step` starts and what it took on `progress`, so a long run shows where it is.
+    """
+    say(progress, f"{step} ...")
+    with PeakMemory(device) as peak:
+        start = _clock(device)
+        result = work()
+        seconds = _clock(device) - start
+    say(progress, f"{step} took {seconds:.2f} s, {peak.peak_bytes / 1e6:.0f} MB above the start")
+    return seconds, result, peak.peak_bytes
+
+
+def say(progress: TextIO | None, message: str) -> None:
+    if progress is not None:
+        print(message, file=progress, flush=True)
+
+
+def load_average() -> float | None:
+    """The machine's 1-minute load average; None where the OS has none."""
     try:
         return os.getloadavg()[0]
     except (AttributeError, OSError):  # not on Windows
         return None
+
+
+def max_resident_bytes() -> int | None:
+    """The process's peak resident set size so far, in bytes; None where the OS does not say."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # macOS counts bytes, Linux KiB
 
 
 def _clock(device: str) -> float:
@@ -280,27 +302,3 @@ def _clock(device: str) -> float:
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
     return time.perf_counter()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`seqprobe bench [--model NAME] [--device DEV] [--dtype DTYPE] [--max-memory SIZE] [--json]`."""
-    from seqprobe.errors import SeqprobeError
-    from seqprobe.loading.models import load_model
-
-    parser = argparse.ArgumentParser(
-        prog="seqprobe bench",
-        description="Run the study's patching grid with seqprobe and with transformer_lens.patching; "
-        "print both wall times, the speedup and the largest difference between their results.",
-    )
-    add_model_options(parser.add_argument)
-    add_max_memory_option(parser.add_argument)
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    try:
-        loaded = load_model(args.model, device=args.device, dtype=args.dtype)
-        result = run_benchmark(loaded.bridge, study_pairs(loaded.bridge), model=args.model, max_memory=args.max_memory)
-    except SeqprobeError as error:
-        print(f"seqprobe bench: {type(error).__name__}: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(result.to_json(), indent=2) if args.json else result.format())
-    return 0

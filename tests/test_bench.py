@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from seqprobe.bench import STUDY_PAIRS, BenchResult, SweepTiming, main, run_benchmark, study_pairs
+from seqprobe.bench import STUDY_PAIRS, BenchResult, SweepTiming, run_benchmark, study_pairs
+from seqprobe.bench_command import main
 from seqprobe.vocabulary.options import DTYPES
 
 
@@ -77,3 +78,23 @@ def test_bench_takes_the_model_options_of_every_command(capsys: pytest.CaptureFi
     assert "--model MODEL" in usage and "--json" in usage and "--max-memory SIZE" in usage
     assert "--dtype {" + ",".join(DTYPES) + "}" in usage
     assert "torch device: auto (cuda when available), cpu, cuda, cuda:1, ... (default: auto)" in usage
+
+
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_the_default_command_runs_the_studys_grid_on_the_sites_asked(sharp_model_dir, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "bench.json"
+    assert (
+        main(["--model", str(sharp_model_dir), "--device", "cpu", "--sites", "mlp_out", "--json", "--out", str(out)])
+        == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    assert json.loads(out.read_text()) == data
+    assert list(data["sweeps"]) == ["setup", "mlp_out"]
+    assert {
+        "seqprobe_seconds",
+        "transformer_lens_seconds",
+        "speedup",
+        "max_abs_diff",
+        "peak_memory_bytes",
+    } <= data.keys()
+    assert data["max_abs_diff"] < 1e-4
