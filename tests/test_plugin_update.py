@@ -69,7 +69,12 @@ def test_a_k_subset_update_keeps_every_other_entry(
     subset.stdout.fnmatch_lines(
         [f"baseline written: {suite} (6 cases: 0 added, 0 changed, 1 within tolerance, 0 dropped, 5 kept (not run))"]
     )
-    assert json.loads(suite.read_text(encoding="utf-8"))["cases"] == before
+    after = json.loads(suite.read_text(encoding="utf-8"))["cases"]
+    rerun = [i for i, entry in enumerate(before) if entry["case_id"].endswith("::tuesday")]
+    assert [e for i, e in enumerate(after) if i not in rerun] == [e for i, e in enumerate(before) if i not in rerun]
+    # The re-measured case ran alone, without the prompts it shared a prefix tree with: float32 rounding.
+    for i in rerun:
+        assert after[i]["metrics"] == pytest.approx(before[i]["metrics"], rel=1e-5, abs=1e-6)
 
     compared = run(pytester, tiny_llama_dir, "-k", "tuesday", "--baseline", str(suite))
     compared.stdout.fnmatch_lines(["1 unchanged (1 case)"])

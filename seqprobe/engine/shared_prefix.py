@@ -69,12 +69,16 @@ def attend_after_prefix(
     # [row head q key] -> [config pair kv_head group q key]
     weights = pattern.view(n_config, n_pair, n_kv, group, n_q, n_keys)
     own_values = v.view(n_config, n_pair, n_kv, 1, n_own, d_head)  # [config pair kv_head 1 pos d_head]
-    z = weights[..., n_prefix:] @ own_values  # [config pair kv group q d_head]
+    # The two partial mixes are summed in float32 and rounded once, as one product over all keys
+    # accumulates and rounds: in bfloat16, rounding each part first would move a patched run away
+    # from the run it copies (clean into clean would no longer recover exactly 1). No copy in float32.
+    exact = torch.float32
+    z = weights[..., n_prefix:].to(exact) @ own_values.to(exact)  # [config pair kv group q d_head]
     if n_prefix:
         # [config pair kv group q prefix] -> [pair kv config*group*q prefix]
         riding = weights[..., :n_prefix].permute(1, 2, 0, 3, 4, 5).reshape(n_pair, n_kv, -1, n_prefix)
-        mixed = riding @ prefix_v  # [pair kv config*group*q d_head]
+        mixed = riding.to(exact) @ prefix_v.to(exact)  # [pair kv config*group*q d_head]
         # [pair kv config*group*q d_head] -> [config pair kv group q d_head]
         z = mixed.view(n_pair, n_kv, n_config, group, n_q, d_head).permute(2, 0, 1, 3, 4, 5) + z
     # [config pair kv group q d_head] -> [row q head d_head], `mix`'s layout
-    return pattern, z.reshape(n_rows, n_heads, n_q, d_head).transpose(1, 2)
+    return pattern, z.to(v.dtype).reshape(n_rows, n_heads, n_q, d_head).transpose(1, 2)

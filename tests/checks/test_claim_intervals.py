@@ -56,7 +56,9 @@ def test_each_pairs_patched_metric_does_not_depend_on_the_other_pairs(sharp_brid
         for i, pair in enumerate(pairs[:3]):
             alone = prepare_patching(sharp_bridge, [pair], sites=(site,), min_gap=0.0).sweep(site).pair_metric
             assert alone is not None
-            torch.testing.assert_close(batch[..., i], alone[..., 0], atol=1e-5, rtol=0)
+            # Float32 rounding, relative to metrics of ~5: the shared prefix's products hold the
+            # batch's pairs as rows, and a BLAS may round a product of one pair differently.
+            torch.testing.assert_close(batch[..., i], alone[..., 0], atol=1e-5, rtol=1e-5)
 
 
 def test_every_claim_on_pairs_has_an_interval_that_contains_its_value(sharp_bridge) -> None:  # type: ignore[no-untyped-def]

@@ -171,7 +171,7 @@ def test_heads_patched_together_equal_transformer_lens_hooks(head_runs, site: st
             head_runs.forward, source=head_runs.clean, target=head_runs.corrupted, site=site, heads=heads,
             readout=head_runs.readout,
         ).mean()  # fmt: skip
-    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-5)  # float32 rounding on metrics of ~1.5
     expected_recovery = (expected - head_runs.corrupted_metric) / (head_runs.clean_metric - head_runs.corrupted_metric)
     assert head_runs.patch_heads_together(site, heads) == pytest.approx(float(expected_recovery), abs=1e-4)
 
