@@ -6,9 +6,9 @@ distribution after hundreds of prompts that share their beginnings: the 189 word
 answer and distractor rows share their whole prompt. Under causal attention the activations at a
 position depend only on the tokens up to it, so prompts that agree on their first n tokens agree on
 every activation at those n positions. The prompts are laid out as a tree of prefixes (a trie):
-one node per distinct prefix, holding its last token. The model then runs depth by depth; each node
-computes its own position once, its query attending to the cached keys and values of the nodes on
-its path from the root. On the starter library's robustness files this computes 4,317 positions
+one node per distinct prefix, holding its last token. Each node computes its own position once,
+its query attending to the keys and values of the nodes on its path from the root; the model runs
+layer by layer over the whole tree, so its matrix products are as large as the tree. On the starter library's robustness files this computes 4,317 positions
 instead of the 14,573 that right-padded batches ran (16,654 with the padding).
 
 The tree runs on seqprobe's own forward (`seqprobe.engine.forward`), which equals the bridge to
@@ -35,8 +35,8 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_NODES", "PromptTree", "build_tree", "read_logits", "right_padded", "run_tree", "shares_prefixes"]
 
-# Nodes per tree: each holds its keys and values in every layer (SmolLM2: 46 KB in float32), so a
-# tree of this many nodes stays under ~200 MB; longer lists of prompts are cut into several trees.
+# Nodes per tree: a layer's step holds each node's stream and MLP activations (SmolLM2: about 30 KB
+# in float32), so a tree of this many stays near 120 MB; longer lists of prompts make several trees.
 MAX_NODES = 4096
 
 
@@ -95,32 +95,36 @@ def build_tree(rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
 
 
 def run_tree(forward: ResumableForward, tree: PromptTree) -> Float[Tensor, "read vocab"]:
-    """Every read's logits: the tree's nodes run depth by depth, each attending along its path."""
+    """Every read's logits: all nodes layer by layer, each attending along its path.
+
+    Within a layer, a node's keys and values depend only on its own residual stream, so they are
+    computed for every node, depth by depth (the rotary angle is the depth), before each node's
+    query reads its path's. The output projection and the MLP, most of the arithmetic, then run on
+    every node of the tree as one batch.
+    """
     device = forward.device
-    n_kv, d_head = forward.n_kv_heads, forward.d_head
-    dtype = forward.model.dtype
-    keys = [torch.empty(tree.n_nodes, n_kv, d_head, dtype=dtype, device=device) for _ in range(forward.n_layers)]
-    values = [torch.empty_like(k) for k in keys]
     reads = tree.reads.to(device)
-    out = torch.empty(len(reads), forward.vocab_size, dtype=torch.float32, device=device)
-    for depth, path in enumerate(tree.paths):
-        first, stop = tree.levels[depth], tree.levels[depth + 1]
-        path = path.to(device)
-        resid = forward.embed(tree.tokens[first:stop, None].to(device), start=depth)  # [node 1 d_model]
-        for layer in range(forward.n_layers):
-            q, k, v = forward.qkv(layer, forward.attention_input(layer, resid), start=depth)  # [node head 1 d_head]
-            keys[layer][first:stop] = k[:, :, 0]
-            values[layer][first:stop] = v[:, :, 0]
-            # [node depth+1 kv_head d_head] -> [node kv_head depth+1 d_head]
-            path_keys = keys[layer][path].transpose(1, 2)
-            path_values = values[layer][path].transpose(1, 2)
-            pattern = forward.pattern(layer, q, path_keys, q_start=depth)  # [node head 1 depth+1]
-            resid = resid + forward.attention_output(layer, forward.mix(pattern, path_values))
-            resid = resid + forward.mlp_output(layer, resid)
-        here = ((reads >= first) & (reads < stop)).nonzero()[:, 0]  # the reads that end at this depth
-        if len(here):
-            out[here] = forward.logits(resid[reads[here] - first, 0]).float()
-    return out
+    tokens = tree.tokens.to(device)
+    spans = [(tree.levels[depth], tree.levels[depth + 1], path.to(device)) for depth, path in enumerate(tree.paths)]
+    # [node 1 d_model]: each depth's nodes sit at that position
+    resid = torch.cat(
+        [forward.embed(tokens[first:stop, None], start=depth) for depth, (first, stop, _) in enumerate(spans)]
+    )
+    for layer in range(forward.n_layers):
+        normed = forward.attention_input(layer, resid)
+        keys = torch.empty(tree.n_nodes, forward.n_kv_heads, forward.d_head, dtype=resid.dtype, device=device)
+        values = torch.empty_like(keys)
+        z = torch.empty(tree.n_nodes, 1, forward.n_heads, forward.d_head, dtype=resid.dtype, device=device)
+        for depth, (first, stop, path) in enumerate(spans):
+            q, k, v = forward.qkv(layer, normed[first:stop], start=depth)  # [node head 1 d_head]
+            keys[first:stop], values[first:stop] = k[:, :, 0], v[:, :, 0]
+            # A path's nodes are this depth's or shallower, computed already: [node depth+1 kv_head d_head]
+            # -> [node kv_head depth+1 d_head]
+            pattern = forward.pattern(layer, q, keys[path].transpose(1, 2), q_start=depth)  # [node head 1 depth+1]
+            z[first:stop] = forward.mix(pattern, values[path].transpose(1, 2))  # [node 1 head d_head]
+        resid = resid + forward.attention_output(layer, z)
+        resid = resid + forward.mlp_output(layer, resid)
+    return forward.logits(resid[reads, 0]).float()
 
 
 def shares_prefixes(bridge: object) -> bool:
