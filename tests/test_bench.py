@@ -44,16 +44,14 @@ def test_run_benchmark_times_every_sweep_in_both_tools(sharp_bridge) -> None:  #
     assert table.splitlines()[-1].startswith("load average (1 min) at start ")
 
 
+# The keys `seqprobe bench --json` promises, named by the issue that asked for them.
+ISSUE_KEYS = {"seqprobe_seconds", "transformer_lens_seconds", "speedup", "max_abs_diff", "peak_memory_bytes"}
+
+
 def test_bench_json_has_the_issue_keys_and_per_sweep_figures() -> None:
     rows = (SweepTiming("setup", 0.5, 1.0, 0.0, 10, 20), SweepTiming("resid_pre", 1.5, 29.0, 2e-6, 300, 40))
     data = json.loads(json.dumps(BenchResult(model="m", device="cpu", rows=rows).to_json()))
-    assert {
-        "seqprobe_seconds",
-        "transformer_lens_seconds",
-        "speedup",
-        "max_abs_diff",
-        "peak_memory_bytes",
-    } <= data.keys()
+    assert ISSUE_KEYS <= data.keys()
     assert data["peak_memory_bytes"] == 300
     assert data["seqprobe_seconds"] == pytest.approx(2.0)
     assert data["transformer_lens_seconds"] == pytest.approx(30.0)
@@ -90,11 +88,5 @@ def test_the_default_command_runs_the_studys_grid_on_the_sites_asked(sharp_model
     data = json.loads(capsys.readouterr().out)
     assert json.loads(out.read_text()) == data
     assert list(data["sweeps"]) == ["setup", "mlp_out"]
-    assert {
-        "seqprobe_seconds",
-        "transformer_lens_seconds",
-        "speedup",
-        "max_abs_diff",
-        "peak_memory_bytes",
-    } <= data.keys()
+    assert ISSUE_KEYS <= data.keys()
     assert data["max_abs_diff"] < 1e-4
