@@ -17,7 +17,7 @@ use the run's own pattern and values at their layer (seqprobe.engine.resume).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -115,10 +115,12 @@ def write_heads(
 
 def head_entries(
     forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, wanted: Bool[Tensor, "layer head"]
-) -> list[Entry]:
-    """One entry per layer with wanted heads, one configuration per head; each changes z at positions start.. ."""
+) -> Iterator[Entry]:
+    """One entry per layer with wanted heads, one configuration per head; each changes z at positions start.. .
+
+    Built as they are asked for, so a chunked run holds one layer's entry at a time.
+    """
     n_columns = wanted.shape[1]
-    entries = []
     for layer in range(forward.n_layers):
         columns = wanted[layer].nonzero()[:, 0]
         if not len(columns):
@@ -132,8 +134,7 @@ def head_entries(
         )  # fmt: skip  # [pair pos head d_head]
         write_heads(forward, site, z, replacements, columns[:, None])
         resid = target["resid_pre", layer][:, start:] + forward.attention_output(layer, z)
-        entries.append(Entry(stage=2 * layer + 1, start=start, resid=resid, cells=columns + layer * n_columns))
-    return entries
+        yield Entry(stage=2 * layer + 1, start=start, resid=resid, cells=columns + layer * n_columns)
 
 
 def _repeat_rows(pairs: Float[Tensor, "pair ..."], n_rows: int) -> Float[Tensor, "row ..."]:

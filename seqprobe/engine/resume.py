@@ -35,14 +35,15 @@ Memory: only the activations a site needs are cached (`needed_activations`, tran
 `names_filter`), and the stacked batch peaks at configurations × pairs × patched positions rows of
 the MLP's width — for the study's "z" sweep on SmolLM2, 270 × 4 × 5 rows of 1536 floats. Under a
 budget (`max_lanes`, seqprobe.engine.memory) the configurations run in chunks of that many rows
-(`seqprobe.engine.stack`), with the same numbers up to float rounding: the products over the shared
+(`seqprobe.engine.stack`), and the patched inputs themselves are built as the chunks ask for them
+(one layer's head entry, one position's entries), with the same numbers up to float rounding: the products over the shared
 prefix hold a chunk's configurations as rows, and a BLAS may round a product of few rows
 differently from one of many.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Literal
 
 import torch
@@ -137,16 +138,14 @@ def patched_metric_grid(
     grid = own.expand(n_layers * n_columns, -1).clone()  # [cell pair]
     grid[~wanted.flatten().to(grid.device)] = torch.nan
     # Patches before the first differing position are no-ops: those cells keep the target's metric.
-    entries = (
-        []
-        if start > readout.first
-        else _position_entries(forward, source, target, start, site, wanted=wanted)
-        if site in POSITION_SITES
-        else head_entries(forward, source, target, start, site, wanted=wanted)
-    )
-    if entries:
-        computed = torch.cat([entry.cells for entry in entries])
-        grid[computed.to(grid.device)] = _resume(forward, target, entries, readout, max_lanes=max_lanes)
+    if start > readout.first:
+        return grid.view(n_layers, n_columns, -1)
+    build = _position_entries if site in POSITION_SITES else head_entries
+    entries = build(forward, source, target, start, site, wanted=wanted)  # built as the chunks ask
+    for stack in [list(entries)] if max_lanes is None else chunks(entries, max_lanes):
+        if stack:
+            computed = torch.cat([entry.cells for entry in stack])
+            grid[computed.to(grid.device)] = _resume_stacked(forward, target, stack, readout)
     return grid.view(n_layers, n_columns, -1)
 
 
@@ -179,12 +178,13 @@ def patched_heads_metric(
         resid=target["resid_pre", first][None, :, start:],
         cells=torch.zeros(1, dtype=torch.long),
     )
-    return _resume(forward, target, [entry], readout, patch=HeadPatch(site=site, heads=by_layer, source=source))[0]
+    patch = HeadPatch(site=site, heads=by_layer, source=source)
+    return _resume_stacked(forward, target, [entry], readout, patch=patch)[0]
 
 
 def _position_entries(
     forward: ResumableForward, source: Run, target: Run, start: int, site: str, *, wanted: Bool[Tensor, "layer pos"]
-) -> list[Entry]:
+) -> Iterator[Entry]:
     """One configuration per wanted (layer, prompt position) from `start` on; earlier positions are no-ops.
 
     Built per position for all its layers at once: the stream entering the patched sublayer from
@@ -193,7 +193,7 @@ def _position_entries(
     n_prompt = wanted.shape[1]
     layers = wanted[:, start:].any(dim=1).nonzero()[:, 0].tolist()
     if not layers:
-        return []
+        return
     if site == "resid_pre":
         first_stage = 0
         stream = _stack(target, "resid_pre", layers)  # [layer pair pos d_model]
@@ -208,7 +208,6 @@ def _position_entries(
         stream = torch.stack([after[layer] for layer in layers])
         patched = _stack(target, "resid_mid", layers) + _stack(source, "mlp_out", layers)
     wanted_layers = wanted[layers]  # [layer pos]
-    entries = []
     for pos in range(start, n_prompt):
         rows = wanted_layers[:, pos].nonzero()[:, 0]
         if not len(rows):
@@ -217,36 +216,12 @@ def _position_entries(
         resid = stream[index, :, pos:]  # [config pair pos d_model], a copy
         resid[:, :, 0] = patched[index, :, pos]
         cells = torch.tensor([layers[row] * n_prompt + pos for row in rows.tolist()])
-        entries.extend(
-            Entry(stage=first_stage + 2 * layers[row], start=pos, resid=resid[i : i + 1], cells=cells[i : i + 1])
-            for i, row in enumerate(rows.tolist())
-        )
-    return entries
+        for i, row in enumerate(rows.tolist()):
+            yield Entry(stage=first_stage + 2 * layers[row], start=pos, resid=resid[i : i + 1], cells=cells[i : i + 1])
 
 
 def _stack(run: Run, name: str, layers: Sequence[int]) -> Float[Tensor, "layer pair pos d_model"]:
     return torch.stack([run[name, layer] for layer in layers])
-
-
-def _resume(
-    forward: ResumableForward,
-    target: Run,
-    entries: Sequence[Entry],
-    readout: Readout,
-    *,
-    patch: HeadPatch | None = None,
-    max_lanes: int | None = None,
-) -> Float[Tensor, "cell pair"]:
-    """Run every entry from its stage to the logits; each pair's metric per configuration, in entry order.
-
-    The entries run stacked, in chunks of at most `max_lanes` lanes when given (seqprobe.engine.memory).
-    With `patch`, its heads are patched in every configuration wherever their layer's attention runs.
-    """
-    if max_lanes is None:
-        return _resume_stacked(forward, target, entries, readout, patch=patch)
-    return torch.cat(
-        [_resume_stacked(forward, target, chunk, readout, patch=patch) for chunk in chunks(entries, max_lanes)]
-    )
 
 
 def _resume_stacked(

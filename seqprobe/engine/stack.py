@@ -16,7 +16,7 @@ length), not on how many configurations there are.
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -39,13 +39,14 @@ class Entry:
     cells: Int[Tensor, " config"]
 
 
-def chunks(entries: Sequence[Entry], max_lanes: int) -> list[list[Entry]]:
+def chunks(entries: Iterable[Entry], max_lanes: int) -> Iterator[list[Entry]]:
     """`entries` in order, split into stacks of at most `max_lanes` lanes (configuration × pair × position).
 
     An entry with more configurations than fit is split by configuration; a single configuration
-    that is over the budget by itself runs alone.
+    that is over the budget by itself runs alone. Lazy: a stack is handed on as soon as it is full,
+    so entries built on demand exist only one stack (and the entry being cut) at a time.
     """
-    stacks: list[list[Entry]] = [[]]
+    stack: list[Entry] = []
     lanes = 0
     for entry in entries:
         per_config = entry.resid.shape[1] * entry.resid.shape[2]
@@ -53,12 +54,13 @@ def chunks(entries: Sequence[Entry], max_lanes: int) -> list[list[Entry]]:
         for first in range(0, entry.resid.shape[0], step):
             part = Entry(entry.stage, entry.start, entry.resid[first : first + step], entry.cells[first : first + step])
             size = part.resid.shape[0] * per_config
-            if stacks[-1] and lanes + size > max_lanes:
-                stacks.append([])
-                lanes = 0
-            stacks[-1].append(part)
+            if stack and lanes + size > max_lanes:
+                yield stack
+                stack, lanes = [], 0
+            stack.append(part)
             lanes += size
-    return stacks
+    if stack:
+        yield stack
 
 
 @dataclass(frozen=True)

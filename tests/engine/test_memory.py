@@ -7,6 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from seqprobe.engine import resume
 from seqprobe.engine.memory import lane_bytes, max_lanes
 from seqprobe.engine.stack import Entry, chunks
 from seqprobe.vocabulary.options import parse_memory
@@ -53,7 +54,7 @@ def _entry(configs: int, pairs: int, positions: int) -> Entry:
 )
 def test_chunks_keep_every_configuration_once_in_order_within_the_budget(shapes, budget: int) -> None:  # type: ignore[no-untyped-def]
     entries = [_entry(*shape) for shape in shapes]
-    stacks = chunks(entries, budget)
+    stacks = list(chunks(iter(entries), budget))  # from an iterator, as a sweep builds its entries
     cells = torch.cat([part.cells for stack in stacks for part in stack])
     assert torch.equal(cells, torch.cat([entry.cells for entry in entries]))
     for stack in stacks:
@@ -90,3 +91,28 @@ def test_peak_memory_sees_a_block_of_work_allocate() -> None:
         block = torch.ones(50_000_000)  # 200 MB, touched
         del block
     assert peak.peak_bytes >= 150_000_000
+
+
+def test_a_chunked_sweep_builds_its_entries_as_the_chunks_ask(runs, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """Bounded memory includes the patched inputs: a layer's entry is built when its chunk runs, not all up front."""
+    built: list[int] = []
+    run_when: list[int] = []
+    build, run_stack = resume.head_entries, resume._resume_stacked
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        for entry in build(*args, **kwargs):
+            built.append(len(entry.cells))
+            yield entry
+
+    def running(*args, **kwargs):  # type: ignore[no-untyped-def]
+        run_when.append(len(built))
+        return run_stack(*args, **kwargs)
+
+    monkeypatch.setattr(resume, "head_entries", counting)
+    monkeypatch.setattr(resume, "_resume_stacked", running)
+    monkeypatch.setattr(runs, "max_memory", 1)  # one lane: every configuration alone
+    runs.sweep("z")
+    n_layers = runs.forward.n_layers
+    assert len(built) == n_layers and len(run_when) == n_layers * runs.forward.n_heads
+    assert run_when[0] == 1, "the first chunk runs when only the first layer's entry exists"
+    assert run_when == sorted(run_when)
