@@ -34,6 +34,7 @@ __all__ = [
     "BenchResult",
     "SweepTiming",
     "load_average",
+    "load_span",
     "max_resident_bytes",
     "reference_hook_names",
     "reference_sweep",
@@ -205,11 +206,13 @@ def run_benchmark(
     sites: Sequence[str] = SITES,
     progress: TextIO | None = sys.stderr,
     max_memory: int | None = None,
+    reference: bool = True,
 ) -> BenchResult:
     """Time each sweep of `sites` in seqprobe and in transformer_lens, and compare the grids.
 
     The two tools alternate sweep by sweep, so a change in the machine's load during the run
-    falls on both rather than on whichever ran second.
+    falls on both rather than on whichever ran second. `reference=False` times seqprobe alone
+    (transformer_lens's fields are 0), for sizes where its sweeps would take too long.
     """
     device = str(bridge.cfg.device)
     load_at_start = load_average()
@@ -236,6 +239,12 @@ def run_benchmark(
     ours_setup, runs, ours_peak = timed(
         "seqprobe", setup, lambda: prepare_patching(bridge, pairs, sites=sites, max_memory=max_memory)
     )
+    if not reference:
+        rows = [SweepTiming("setup", ours_setup, 0.0, 0.0, ours_peak, 0)]
+        for site in sites:
+            ours, _, ours_peak = timed("seqprobe", f"{site} sweep", lambda site=site: runs.sweep(site).recovery)
+            rows.append(SweepTiming(site, ours, 0.0, 0.0, ours_peak, 0))
+        return BenchResult(model=model, device=device, rows=tuple(rows), load_average=load_span(load_at_start))
     theirs_setup, (clean_cache, clean_metric, corrupted_metric), theirs_peak = timed(
         "transformer_lens", setup, reference_setup
     )
@@ -255,9 +264,7 @@ def run_benchmark(
             ),
         )
         rows.append(SweepTiming(site, ours, theirs, float((grid - expected).abs().max()), ours_peak, theirs_peak))
-    load_at_end = load_average()
-    loads = (load_at_start, load_at_end) if load_at_start is not None and load_at_end is not None else None
-    return BenchResult(model=model, device=device, rows=tuple(rows), load_average=loads)
+    return BenchResult(model=model, device=device, rows=tuple(rows), load_average=load_span(load_at_start))
 
 
 def timed_step(step: str, work: Callable[[], Any], *, device: str, progress: TextIO | None) -> tuple[float, Any, int]:
@@ -285,6 +292,12 @@ def load_average() -> float | None:
         return os.getloadavg()[0]
     except (AttributeError, OSError):  # not on Windows
         return None
+
+
+def load_span(start: float | None) -> tuple[float, float] | None:
+    """(the load average at `start`, now), or None where the OS gives none."""
+    end = load_average()
+    return (start, end) if start is not None and end is not None else None
 
 
 def max_resident_bytes() -> int | None:

@@ -36,9 +36,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
-from seqprobe.bench import SweepTiming, load_average, max_resident_bytes, run_benchmark, say, timed_step
+from seqprobe.bench import SweepTiming, load_average, load_span, max_resident_bytes, run_benchmark, say, timed_step
 from seqprobe.engine.pairs import PatchingPair
-from seqprobe.engine.patching import prepare_patching
 from seqprobe.errors import PatchingError
 from seqprobe.vocabulary.sites import HEAD_SITES, SITES
 
@@ -275,15 +274,13 @@ def run_scaling(
         say(progress, f"pairs={n_pairs} length={length}:")
         built = token_pairs(bridge, pairs=n_pairs, length=length, seed=seed)
         plan = _reference_plan(bridge, built, sites=sites, reference=reference, progress=progress)
-        if plan.ran:
-            rows = run_benchmark(
-                bridge, built, model=loaded.info.name, sites=sites, progress=progress, max_memory=max_memory
-            ).rows
-        else:
+        if not plan.ran:
             say(progress, f"transformer_lens {plan.reason}")
-            rows = _seqprobe_rows(bridge, built, sites=sites, max_memory=max_memory, progress=progress)
+        rows = run_benchmark(
+            bridge, built, model=loaded.info.name, sites=sites, progress=progress, max_memory=max_memory,
+            reference=plan.ran,
+        ).rows  # fmt: skip
         runs.append(ScalingRun(n_pairs, length, substituted_position(length), rows, plan, max_resident_bytes()))
-    load_at_end = load_average()
     parameters = list(bridge.original_model.parameters())
     return ScalingResult(
         model=loaded.info.name,
@@ -296,7 +293,7 @@ def run_scaling(
         seed=seed,
         max_memory=max_memory,
         runs=tuple(runs),
-        load_average=(load_at_start, load_at_end) if load_at_start is not None and load_at_end is not None else None,
+        load_average=load_span(load_at_start),
     )
 
 
@@ -334,28 +331,3 @@ def _reference_plan(
 
 def _seconds(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2f} s"
-
-
-def _seqprobe_rows(
-    bridge: TransformerBridge,
-    pairs: Sequence[PatchingPair],
-    *,
-    sites: Sequence[str],
-    max_memory: int | None,
-    progress: TextIO | None,
-) -> tuple[SweepTiming, ...]:
-    """seqprobe's setup and sweeps timed as `run_benchmark` times them, without transformer_lens."""
-    device = str(bridge.cfg.device)
-    seconds, runs, peak = timed_step(
-        "seqprobe: setup (cache the runs)",
-        lambda: prepare_patching(bridge, pairs, sites=sites, max_memory=max_memory),
-        device=device,
-        progress=progress,
-    )
-    rows = [SweepTiming("setup", seconds, 0.0, 0.0, peak, 0)]
-    for site in sites:
-        seconds, _, peak = timed_step(
-            f"seqprobe: {site} sweep", lambda site=site: runs.sweep(site).recovery, device=device, progress=progress
-        )
-        rows.append(SweepTiming(site, seconds, 0.0, 0.0, peak, 0))
-    return tuple(rows)
