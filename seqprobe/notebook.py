@@ -177,6 +177,7 @@ def run(
 
     from seqprobe.checks.recording import case_result, status_of
     from seqprobe.checks.runners import RUNNERS
+    from seqprobe.loading.device_maps import device_map_of
     from seqprobe.loading.models import resolve_model
     from seqprobe.progress import progress_bar
     from seqprobe.records.intervals import check_level
@@ -208,10 +209,10 @@ def run(
         )
         for case in cases
     )
-    placement = getattr(loaded.bridge.original_model, "hf_device_map", None)  # set by accelerate for a split model
     command = _equivalent_command(
-        cases, loaded.info.to_json(), as_model=as_model, interval_level=interval_level, device_map=placement
-    )
+        cases, loaded.info.to_json(), as_model=as_model, interval_level=interval_level,
+        device_map=device_map_of(loaded.bridge),
+    )  # fmt: skip
     results = RunResults(
         model=loaded.info.to_json(),
         case_files=dict(sorted(case_files.items())),

@@ -30,7 +30,7 @@ from seqprobe.vocabulary.options import DEVICE_MAP_STRATEGIES
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["DeviceMap", "MaxMemory", "boot_split", "check_placement", "placement_of"]
+__all__ = ["DeviceMap", "MaxMemory", "boot_split", "check_placement", "device_map_of", "placement_of"]
 
 # A strategy, or module name ("model.layers.3") -> "cpu", "disk", "cuda:1" or a GPU index.
 DeviceMap = str | Mapping[str, str | int]
@@ -107,9 +107,14 @@ def boot_split(
     return bridge
 
 
+def device_map_of(bridge: TransformerBridge) -> dict[str, str | int]:
+    """Where accelerate placed each module (its `hf_device_map`); empty for a model loaded on one device."""
+    return dict(getattr(bridge.original_model, "hf_device_map", None) or {})
+
+
 def placement_of(bridge: TransformerBridge) -> str:
     """ModelInfo.device: the one device, or "split: " and every place a device_map put modules."""
-    device_map = getattr(bridge.original_model, "hf_device_map", None) or {}
+    device_map = device_map_of(bridge)
     places = sorted({f"cuda:{place}" if isinstance(place, int) else str(place) for place in device_map.values()})
     if len(places) > 1:
         return "split: " + ", ".join(places)

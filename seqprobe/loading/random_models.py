@@ -205,6 +205,7 @@ def random_bridge(
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    from seqprobe.loading.device_maps import placement_of
     from seqprobe.loading.models import LoadedModel, ModelInfo, parse_dtype, resolve_device
 
     device = resolve_device(device)
@@ -222,6 +223,6 @@ def random_bridge(
         source=f"{name} (seed {seed})",
         sha256="",
         dtype=str(torch_dtype).removeprefix("torch."),
-        device=str(next(bridge.original_model.parameters()).device),
+        device=placement_of(bridge),
     )
     return LoadedModel(bridge=bridge, info=info)
