@@ -270,6 +270,7 @@ def _teacher_forced(
 
     out: list[tuple[list[_Step], list[tuple[int, float, float]]]] = []
     with torch.inference_mode():
+        # Batches bound the [read d_vocab] logits held at once; within one, prompts share their prefixes.
         for start in range(0, len(rows), batch_size):
             batch = rows[start : start + batch_size]
             read = read_logits(
