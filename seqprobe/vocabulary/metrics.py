@@ -62,6 +62,15 @@ METRICS: Mapping[str, Metric] = MappingProxyType(
             # than numeric noise, finer than the gap between a component that matters and one
             # that does not.
             Metric("recovery", "Recovery", 0.1),
+            # Share of the clean behaviour left when components are switched off (noising) or given
+            # back (denoising), on the circuit scale: 0 = the whole scope ablated, 1 = the clean
+            # model. The same ten points as recovery, for the same reason.
+            Metric("fraction", "Fraction of clean", 0.1),
+            # A circuit's faithfulness on that scale: ten points, as above.
+            Metric("faithfulness", "Faithfulness", 0.1),
+            # The area under a faithfulness curve, divided by its number of points (a mean
+            # faithfulness): ten points, as above.
+            Metric("curve_area", "Curve area", 0.1),
             # Share of a family's variants that pass; 0.1 is one or two variants of a 10-20 variant
             # family flipping, which sampling and near-threshold variants do between runs.
             Metric("pass_rate", "Pass rate", 0.1),
@@ -76,7 +85,19 @@ DEFAULT_TOLERANCE = 0.1
 # Metrics a case file's `tolerance:` may name.
 TOLERANCE_METRICS = tuple(METRICS)
 # Report tables show these columns first, in this order; any other metric follows by name.
-REPORT_COLUMNS = ("p_answer", "rank", "logit_diff", "logprob", "logprob_diff", "pass_rate", "margin", "recovery")
+REPORT_COLUMNS = (
+    "p_answer",
+    "rank",
+    "logit_diff",
+    "logprob",
+    "logprob_diff",
+    "pass_rate",
+    "margin",
+    "recovery",
+    "fraction",
+    "faithfulness",
+    "curve_area",
+)
 
 
 class Level(float):

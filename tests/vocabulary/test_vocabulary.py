@@ -6,6 +6,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from seqprobe.vocabulary.circuits import (
+    ABLATION_METHODS,
+    COMPONENT_KINDS,
+    COMPONENT_SITES,
+    SUPPORTED_ABLATIONS,
+    Component,
+    parse_component,
+)
 from seqprobe.vocabulary.heads import format_head, parse_head, resolve_layer
 from seqprobe.vocabulary.metrics import (
     DEFAULT_TOLERANCES,
@@ -64,3 +72,27 @@ def test_the_continuation_bars_and_metrics_are_named() -> None:
     assert REPORT_COLUMNS[:5] == ("p_answer", "rank", "logit_diff", "logprob", "logprob_diff")
     # A one-token logprob_diff is the logit_diff, so the two share a tolerance.
     assert DEFAULT_TOLERANCES["logprob_diff"] == DEFAULT_TOLERANCES["logit_diff"]
+
+
+@given(
+    st.integers(min_value=0, max_value=80),
+    st.sampled_from(COMPONENT_KINDS),
+    st.integers(min_value=0, max_value=64),
+)
+def test_parse_component_inverts_its_name(layer: int, kind: str, head: int) -> None:
+    component = Component(layer=layer, kind=kind, head=head if kind == "head" else None)  # type: ignore[arg-type]
+    assert parse_component(component.name) == component
+
+
+@pytest.mark.parametrize("text", ["L5", "L5_attention", "L5KV1", "5_mlp", "L-1H3", "L5H3_mlp", "embed"])
+def test_malformed_component_names_do_not_parse(text: str) -> None:
+    assert parse_component(text) is None
+
+
+def test_every_component_replaces_a_site_and_takes_its_ablations() -> None:
+    assert set(COMPONENT_SITES) == set(SUPPORTED_ABLATIONS) == set(COMPONENT_KINDS)
+    assert set(COMPONENT_SITES.values()) <= set(SITES)
+    assert all(set(methods) <= set(ABLATION_METHODS) for methods in SUPPORTED_ABLATIONS.values())
+    # Zeroing the residual stream leaves the next norm nothing to scale.
+    assert "zero" not in SUPPORTED_ABLATIONS["resid"]
+    assert parse_component("L2_resid").site == "resid_pre"
