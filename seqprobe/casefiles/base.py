@@ -15,10 +15,11 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seqprobe.casefiles.bindings import Binding, domains, every_binding, skipped_reason, written_offsets
-from seqprobe.casefiles.sequences import WordSequence, substitute
+from seqprobe.casefiles.sampling import VariantSpace, parse_sample, sample_space
+from seqprobe.casefiles.sequences import WordSequence, find_placeholders, substitute
 from seqprobe.casefiles.validation import (
     check_keys,
     check_placeholders,
@@ -33,6 +34,9 @@ from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of
 from seqprobe.errors import CaseFileError
 from seqprobe.vocabulary.metrics import THRESHOLD_KINDS, TOLERANCE_METRICS
 
+if TYPE_CHECKING:
+    from seqprobe.casefiles.circuits import Circuit
+
 __all__ = [
     "LEVEL_KEYS",
     "Case",
@@ -43,6 +47,7 @@ __all__ = [
     "check_known_failure_cases",
     "common_fields",
     "expand_scopes",
+    "over_scopes",
 ]
 
 LEVEL_KEYS = ("expect", "model_expect", "known_failures", "tolerance")
@@ -100,6 +105,8 @@ class EntryContext:
     model_expect: Mapping[str, Mapping[str, float]]
     known_failures: Mapping[str, tuple[str, frozenset[str] | None]]
     tolerance: Mapping[str, float]
+    # The file's named circuits (`circuits:` at its top), which a patching case's claims may name.
+    circuits: Mapping[str, Circuit] = field(default_factory=lambda: MappingProxyType({}))
 
     def error(self, message: str, node: Any, key: str | None = None) -> CaseFileError:
         return CaseFileError(message, path=self.path, line=line_of(node, key))
@@ -181,6 +188,50 @@ def expand_scopes(ctx: EntryContext, entry: SourceMap) -> list[TemplateScope]:
     return scopes
 
 
+def over_scopes(
+    ctx: EntryContext,
+    scope: TemplateScope,
+    node: SourceMap,
+    *,
+    what: str,
+    templates: Sequence[str] = ("prompt",),
+    shifts: Any = None,
+) -> list[TemplateScope]:
+    """`over: {a: names, b: names}` pools one `what` per binding in range into one entry (beside
+    `scope`'s for_each bindings): a patching case's prompt pairs, or a mean ablation's reference
+    prompts. Each variable must vary one of `templates`, or every text would repeat once per
+    element. More than `sample: {size}` bindings (256 by default) give a uniform sample of that
+    many, drawn with its seed (`seqprobe.casefiles.sampling`); `shifts` is a patching case's
+    `corrupt:`, whose shifted placeholders must stay in range too."""
+    if "over" not in node:
+        if "sample" in node:
+            raise ctx.error(f"sample draws from the {what}s of over:, and this entry has no over", node, "sample")
+        return [scope]
+    over = require_map(ctx.path, node["over"], where="over", line=line_of(node, "over"))
+    if not over:
+        raise ctx.error("over is empty; give VAR: SEQUENCE, e.g. over: {day: days}", node, "over")
+    used = {hole.name for key in templates if isinstance(node.get(key), str) for hole in find_placeholders(node[key])}
+    for variable in over:
+        if variable in scope.bindings:
+            raise ctx.error(f"over: {variable} is already bound by for_each; give it another name", over, variable)
+        if variable not in used:
+            raise ctx.error(
+                f"over: {variable} is not used in {' or '.join(templates)}, so each {what} would repeat once per "
+                f"element; write {{{variable}}} there or leave it out",
+                over,
+                variable,
+            )
+    variables = [(variable, lookup_sequence(ctx.path, over, variable, ctx.sequences, key="over")) for variable in over]
+    offsets = written_offsets(ctx.path, node, dict(variables), shifts=shifts)
+    axes = domains(variables, offsets, bound=scope.bindings)
+    space = VariantSpace(over=axes, fixed=dict(scope.bindings))
+    if not len(space):
+        counted = " (the corrupt: shifts count)" if shifts is not None else ""
+        raise ctx.error(f"every {what} of over is skipped{counted}: {skipped_reason(axes, offsets)}", node, "over")
+    size, seed = parse_sample(ctx.path, node)
+    return [TemplateScope(space.bindings(variant)) for variant in sample_space(space, size=size, seed=seed)]
+
+
 def common_fields(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> dict[str, Any]:
     """The fields every Case has, from the entry and what it inherits; used by every kind."""
     raw_id = get_str(ctx.path, entry, "id", where="a case", required=not scope.bindings)
@@ -234,6 +285,7 @@ def apply_level(path: str, node: SourceMap, parent: EntryContext, *, where: str,
         model_expect=model_expect,
         known_failures=known,
         tolerance=tolerance,
+        circuits=parent.circuits,
     )
 
 

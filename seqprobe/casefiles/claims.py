@@ -6,8 +6,15 @@
       - patch: {site: z, head: L5H3, top_k: 5}                        # among the 5 strongest
       - logit_lens: {min_logit_diff: 1.0, by_layer: 0.8}
       - direct_attribution: {head: L9H1, min_logit_diff: 0.1, confidence: 0.95}
+      - path: {from: L23H3, to: logits, min_recovery: 0.3}            # circuit claims:
+      - ablate: {components: [L23H3], direction: noising, max_fraction: 0.3}
+      - faithfulness: {circuit: movers, min_faithfulness: 0.6}
+      - necessity: {circuit: movers, max_fraction: 0.3}
+      - faithfulness_curve: {ranking: z, max_k: 30, min_area: 0.5}
 
-Layers are integers (0-based; negative counts from the end) or fractions of depth written with a
+The circuit claims (paths, ablations, faithfulness) are parsed in `seqprobe.casefiles.circuit_claims`,
+which shows every form; this module holds the patch, logit-lens and attribution claims and the one
+dispatch over every kind (`CLAIM_KINDS`). Layers are integers (0-based; negative counts from the end) or fractions of depth written with a
 decimal point (0.5 = halfway), so one claim can hold across models of different sizes. A claim's
 `confidence:` (or its case's `expect: {confidence}`) judges it by the bound of its interval over
 the case's pairs at that level instead of by the point estimate (seqprobe.checks.judging).
@@ -19,13 +26,36 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from seqprobe.casefiles.base import EntryContext
-from seqprobe.casefiles.validation import check_keys, get_number, get_str, require_map
+from seqprobe.casefiles.circuit_claims import (
+    CIRCUIT_CLAIM_PARSERS,
+    AblateClaim,
+    CurveClaim,
+    FaithfulnessClaim,
+    NecessityClaim,
+    PathClaim,
+)
+from seqprobe.casefiles.circuits import CircuitContext
+from seqprobe.casefiles.claim_fields import confidence_words, parse_confidence, parse_heads
+from seqprobe.casefiles.validation import check_keys, get_number, get_str, require_map, suggest
 from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of
 from seqprobe.errors import CaseFileError
-from seqprobe.vocabulary.heads import LayerSpec, format_head, parse_head
+from seqprobe.vocabulary.heads import LayerSpec, format_head
 from seqprobe.vocabulary.sites import METHODS, POSITION_NAMES, POSITION_SITES, SITES
 
-__all__ = ["AttributionClaim", "Claim", "LayerSpec", "LogitLensClaim", "PatchClaim", "parse_claims"]
+__all__ = [
+    "CLAIM_KINDS",
+    "AblateClaim",
+    "AttributionClaim",
+    "Claim",
+    "CurveClaim",
+    "FaithfulnessClaim",
+    "LayerSpec",
+    "LogitLensClaim",
+    "NecessityClaim",
+    "PatchClaim",
+    "PathClaim",
+    "parse_claims",
+]
 
 
 @dataclass(frozen=True)
@@ -72,7 +102,16 @@ class AttributionClaim:
     confidence: float | None = None
 
 
-Claim = PatchClaim | LogitLensClaim | AttributionClaim
+Claim = (
+    PatchClaim
+    | LogitLensClaim
+    | AttributionClaim
+    | PathClaim
+    | AblateClaim
+    | FaithfulnessClaim
+    | NecessityClaim
+    | CurveClaim
+)
 
 
 def _layer(ctx: EntryContext, node: SourceMap, key: str, value: Any, *, where: str) -> LayerSpec:
@@ -86,20 +125,6 @@ def _layer(ctx: EntryContext, node: SourceMap, key: str, value: Any, *, where: s
     if isinstance(value, float) and not 0.0 <= value <= 1.0:
         raise ctx.error(f"{key} in {where}: a fractional layer is between 0.0 and 1.0, found {value!r}", node, key)
     return value
-
-
-def _heads(ctx: EntryContext, node: SourceMap, key: str, *, where: str) -> tuple[tuple[int, int], ...]:
-    raw = node[key]
-    names = raw if isinstance(raw, list) else [raw]
-    heads = []
-    for name in names:
-        head = parse_head(name) if isinstance(name, str) else None
-        if head is None:
-            raise ctx.error(
-                f"{key} in {where}: heads are written L<layer>H<head> (e.g. L5H3), found {name!r}", node, key
-            )
-        heads.append(head)
-    return tuple(heads)
 
 
 def _parse_patch(ctx: EntryContext, node: SourceMap, *, where: str) -> PatchClaim:
@@ -123,7 +148,7 @@ def _parse_patch(ctx: EntryContext, node: SourceMap, *, where: str) -> PatchClai
                 node,
                 "confidence",
             )
-        fields["confidence"] = _confidence(ctx, node, where=where)
+        fields["confidence"] = parse_confidence(ctx, node, where=where)
     if "min_recovery" in node:
         fields["min_recovery"] = float(get_number(ctx.path, node, "min_recovery", where=where))
     if site in POSITION_SITES:
@@ -173,7 +198,7 @@ def _parse_patch(ctx: EntryContext, node: SourceMap, *, where: str) -> PatchClai
                 raise ctx.error(
                     "heads patched together are measured exactly; method: attribution applies to sweeps", node, "method"
                 )
-            fields["heads"] = _heads(ctx, node, "heads", where=where)
+            fields["heads"] = parse_heads(ctx, node, "heads", where=where)
             names = "+".join(format_head(layer, head) for layer, head in fields["heads"])
             text = f"{site} of {names} together recovers ≥ {fields['min_recovery']:g}"
         else:
@@ -181,31 +206,13 @@ def _parse_patch(ctx: EntryContext, node: SourceMap, *, where: str) -> PatchClai
                 raise ctx.error(
                     f"`head:` in {where} takes top_k (its rank among all heads), not min_recovery", node, "head"
                 )
-            fields["heads"] = _heads(ctx, node, "head", where=where)
+            fields["heads"] = parse_heads(ctx, node, "head", where=where)
             fields["top_k"] = int(get_number(ctx.path, node, "top_k", where=where, integer=True))
             ((layer, head),) = fields["heads"]
             text = f"{format_head(layer, head)} is among the top {fields['top_k']} heads by {site} recovery"
     if method == "attribution":
         text += " (attribution patching)"
-    return PatchClaim(text=text + _confidence_words(fields.get("confidence")), **fields)
-
-
-def _confidence(ctx: EntryContext, node: SourceMap, *, where: str) -> float | None:
-    """A claim's `confidence:`, the level whose interval bound judges it; None when it sets none."""
-    if "confidence" not in node:
-        return None
-    confidence = float(get_number(ctx.path, node, "confidence", where=where))
-    if not 0.0 < confidence < 1.0:
-        raise ctx.error(
-            f"confidence in {where} is the interval's level, between 0 and 1 (e.g. 0.95), found {confidence:g}",
-            node,
-            "confidence",
-        )
-    return confidence
-
-
-def _confidence_words(confidence: float | None) -> str:
-    return "" if confidence is None else f" at {confidence:.0%} confidence"
+    return PatchClaim(text=text + confidence_words(fields.get("confidence")), **fields)
 
 
 def _parse_logit_lens(ctx: EntryContext, node: SourceMap, *, where: str) -> LogitLensClaim:
@@ -215,9 +222,9 @@ def _parse_logit_lens(ctx: EntryContext, node: SourceMap, *, where: str) -> Logi
             raise ctx.error(f"{where} needs {key}", node)
     threshold = float(get_number(ctx.path, node, "min_logit_diff", where=where))
     by_layer = _layer(ctx, node, "by_layer", node["by_layer"], where=where)
-    confidence = _confidence(ctx, node, where=where)
+    confidence = parse_confidence(ctx, node, where=where)
     return LogitLensClaim(
-        text=f"logit lens reaches {threshold:g} by layer {by_layer}{_confidence_words(confidence)}",
+        text=f"logit lens reaches {threshold:g} by layer {by_layer}{confidence_words(confidence)}",
         min_logit_diff=threshold,
         by_layer=by_layer,
         confidence=confidence,
@@ -231,10 +238,10 @@ def _parse_attribution(ctx: EntryContext, node: SourceMap, *, where: str) -> Att
             f"{where} names one `head:` (L5H3) or one `component:` (embed, L3_attn, L3_mlp), and min_logit_diff", node
         )
     threshold = float(get_number(ctx.path, node, "min_logit_diff", where=where))
-    confidence = _confidence(ctx, node, where=where)
-    words = _confidence_words(confidence)
+    confidence = parse_confidence(ctx, node, where=where)
+    words = confidence_words(confidence)
     if "head" in node:
-        (head,) = _heads(ctx, node, "head", where=where)
+        (head,) = parse_heads(ctx, node, "head", where=where)
         return AttributionClaim(
             text=f"direct attribution of {format_head(*head)} ≥ {threshold:g}{words}",
             min_logit_diff=threshold,
@@ -251,25 +258,33 @@ def _parse_attribution(ctx: EntryContext, node: SourceMap, *, where: str) -> Att
 
 
 _CLAIM_PARSERS = {"patch": _parse_patch, "logit_lens": _parse_logit_lens, "direct_attribution": _parse_attribution}
+CLAIM_KINDS = (*_CLAIM_PARSERS, *CIRCUIT_CLAIM_PARSERS)
 
 
-def parse_claims(ctx: EntryContext, entry: SourceMap) -> tuple[Claim, ...]:
+def parse_claims(ctx: EntryContext, entry: SourceMap, *, setting: CircuitContext | None = None) -> tuple[Claim, ...]:
+    """The case's `claims:`; circuit claims read the case's ablation and circuits from `setting`."""
     claims = entry.get("claims")
     if not isinstance(claims, SourceList) or not claims:
         raise ctx.error(
-            "a patching case needs `claims:`, a list of patch / logit_lens / direct_attribution claims",
+            f"a patching case needs `claims:`, a list of {' / '.join(CLAIM_KINDS)} claims",
             entry,
             "claims" if "claims" in entry else None,
         )
-    parsed = []
+    parsed: list[Claim] = []
     for claim, line in zip(claims, claims.item_lines, strict=True):
-        if not (isinstance(claim, SourceMap) and len(claim) == 1 and next(iter(claim)) in _CLAIM_PARSERS):
+        if not (isinstance(claim, SourceMap) and len(claim) == 1 and next(iter(claim)) in CLAIM_KINDS):
+            near = suggest(next(iter(claim)), CLAIM_KINDS) if isinstance(claim, SourceMap) and len(claim) == 1 else ""
             raise CaseFileError(
-                f"each claim is one of {', '.join(_CLAIM_PARSERS)} with its settings, e.g. `- patch: {{site: resid_pre, ...}}`; found {claim!r}",
+                f"each claim is one of {', '.join(CLAIM_KINDS)} with its settings, e.g. `- patch: {{site: resid_pre, ...}}`; found {claim!r}{near}",
                 path=ctx.path,
                 line=line,
             )
         ((kind, settings),) = claim.items()
-        body = require_map(ctx.path, settings, where=f"a {kind} claim", line=line_of(claim, kind))
-        parsed.append(_CLAIM_PARSERS[kind](ctx, body, where=f"a {kind} claim"))
+        where = f"a {kind} claim"
+        body = require_map(ctx.path, settings, where=where, line=line_of(claim, kind))
+        if kind in CIRCUIT_CLAIM_PARSERS:
+            setting = setting or CircuitContext()
+            parsed.append(CIRCUIT_CLAIM_PARSERS[kind](ctx, body, where=where, line=line, setting=setting))
+        else:
+            parsed.append(_CLAIM_PARSERS[kind](ctx, body, where=where))
     return tuple(parsed)

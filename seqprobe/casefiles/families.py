@@ -40,12 +40,18 @@ from typing import Any
 
 from seqprobe.casefiles.base import Case, EntryContext, TemplateScope, common_fields
 from seqprobe.casefiles.bindings import Binding, Domain, domains, skipped_reason, written_offsets
-from seqprobe.casefiles.sampling import Slot, Variant, VariantSpace, uniform_sample
+from seqprobe.casefiles.sampling import (
+    DEFAULT_SAMPLE_SIZE,
+    DEFAULT_SEED,
+    Slot,
+    Variant,
+    VariantSpace,
+    parse_sample,
+    sample_space,
+)
 from seqprobe.casefiles.sequences import find_placeholders, substitute
 from seqprobe.casefiles.validation import (
-    check_keys,
     check_placeholders,
-    get_number,
     get_str,
     get_str_list,
     lookup_sequence,
@@ -69,10 +75,6 @@ __all__ = [
     "parse_invariance",
 ]
 
-# Checks with more variants than this run a sample of this many: four forward passes of 64, and
-# a pass rate within about three points (one standard error) of the whole family's.
-DEFAULT_SAMPLE_SIZE = 256
-DEFAULT_SEED = 0
 # The per-variant bars a family's variants are held to (see seqprobe.engine.scoring.check_expectations).
 VARIANT_BARS = ("max_rank", "min_prob", "min_logit_diff")
 
@@ -97,9 +99,7 @@ class VariantCheck(Case):
         return len(self.space) > self.sample_size
 
     def variants_to_run(self) -> list[Variant]:
-        if not self.sampled:
-            return list(self.space)
-        return uniform_sample(self.space, size=self.sample_size, seed=self.seed)
+        return sample_space(self.space, size=self.sample_size, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -239,7 +239,7 @@ def _parse_shared(
                 entry["alternatives"],
                 slot.name,
             )
-    size, seed = _parse_sample(ctx, entry)
+    size, seed = parse_sample(ctx.path, entry)
     return fields | {"space": space, "sample_size": size, "seed": seed}
 
 
@@ -286,18 +286,6 @@ def _parse_over(
     if not all(len(domain) for _, domain in axes):
         raise ctx.error(f"every variant of over is skipped: {skipped_reason(axes, offsets)}", entry, "over")
     return axes
-
-
-def _parse_sample(ctx: EntryContext, entry: SourceMap) -> tuple[int, int]:
-    if "sample" not in entry:
-        return DEFAULT_SAMPLE_SIZE, DEFAULT_SEED
-    node = require_map(ctx.path, entry["sample"], where="sample", line=line_of(entry, "sample"))
-    check_keys(ctx.path, node, ("size", "seed"), where="sample")
-    values = {"size": DEFAULT_SAMPLE_SIZE, "seed": DEFAULT_SEED}
-    for key, least in (("size", 1), ("seed", 0)):
-        if key in node:
-            values[key] = get_number(ctx.path, node, key, where="sample", integer=True, least=least)
-    return values["size"], values["seed"]
 
 
 def _template(ctx: EntryContext, entry: SourceMap, key: str, *, where: str, space: VariantSpace) -> str:

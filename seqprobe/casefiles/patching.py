@@ -11,19 +11,55 @@ Sunday" into "Today it is Tuesday") — and a list of claims checked on them:
       - logit_lens: {min_logit_diff: 1.0, by_layer: 0.8}
       - direct_attribution: {head: L9H1, min_logit_diff: 0.1}
 
-The claims are parsed in `seqprobe.casefiles.claims`. This module only parses (no torch);
+A template may instead give its corrupted prompt as a second template, as indirect object
+identification does: the names are drawn from a pool, where a shift means nothing, so the
+corrupted prompt swaps in a third name. `distractor:` is then required (there is no shifted
+answer), and `sample:` takes a uniform sample when the pool's draws are many (more than 256 are
+always sampled, with seed 0 unless told):
+
+    sequences:
+      names: {pool: [Mary, John, Tom, James, Dan, Sid]}
+    circuits:                                          # for every case of the file
+      movers: [L9H6, L9H9]
+    suites:
+      ioi:
+        cases:
+          - kind: patching
+            id: abc
+            prompt: "When {a} and {b} went to the store, {b} gave a drink to"
+            corrupted: "When {a} and {b} went to the store, {c} gave a drink to"
+            answer: " {a}"
+            distractor: " {b}"
+            over: {a: names, b: names, c: names}       # a, b and c are always distinct
+            sample: {size: 64, seed: 0}
+            ablation: {method: mean, scope: heads_and_mlps, reference: corrupted}
+            circuits: {movers: [L9H6, L9H9, L10_mlp]}  # replaces the file's movers here
+            claims:
+              - path: {from: L9H6, to: logits, min_recovery: 0.3}
+              - ablate: {components: [L9H6], direction: noising, max_fraction: 0.3}
+              - faithfulness: {circuit: movers, min_faithfulness: 0.6}
+              - necessity: {circuit: movers, max_fraction: 0.3}
+              - faithfulness_curve: {ranking: z, max_k: 30, min_area: 0.5}
+
+Every pair must contrast its prompts and its answers. The claims are parsed in
+`seqprobe.casefiles.claims` and `seqprobe.casefiles.circuit_claims`, the `ablation:` and
+`circuits:` settings in `seqprobe.casefiles.circuits`. This module only parses (no torch);
 `seqprobe.checks.patching` runs the cases.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
-from seqprobe.casefiles.base import Case, EntryContext, TemplateScope, common_fields
-from seqprobe.casefiles.bindings import domains, every_binding, skipped_reason, written_offsets
+from seqprobe.casefiles.base import Case, EntryContext, TemplateScope, common_fields, over_scopes
+from seqprobe.casefiles.circuit_claims import check_reference_used
+from seqprobe.casefiles.circuits import AblationSpec, CircuitContext, parse_ablation, visible_circuits
 from seqprobe.casefiles.claims import Claim, parse_claims
-from seqprobe.casefiles.validation import check_keys, get_str, lookup_sequence, require_map
+from seqprobe.casefiles.validation import check_keys, get_str, require_map
 from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of
+from seqprobe.vocabulary.circuits import Component
 
 __all__ = ["PairSpec", "PatchingCase", "parse_patching"]
 
@@ -40,6 +76,10 @@ class PairSpec:
 class PatchingCase(Case):
     pairs: tuple[PairSpec, ...] = ()
     claims: tuple[Claim, ...] = ()
+    # How the circuit claims switch components off (method, scope, mean's reference prompts).
+    ablation: AblationSpec = field(default_factory=AblationSpec)
+    # Every circuit the case may name: the file's, then its own (which replace a namesake).
+    circuits: Mapping[str, tuple[Component, ...]] = field(default_factory=lambda: MappingProxyType({}))
 
     kind = "patching"
 
@@ -61,17 +101,28 @@ def _explicit_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
 
 
 def _template_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> tuple[PairSpec, ...]:
-    for key in ("prompt", "answer", "corrupt"):
+    for key in ("prompt", "answer"):
         if key not in entry:
             raise ctx.error(
-                f"a patching case gives `pairs:`, or a template with prompt, answer and corrupt; {key} is missing",
+                "a patching case gives `pairs:`, or a template with prompt, answer and either corrupt: {VAR: shift} "
+                f"or corrupted: <template>; {key} is missing",
                 entry,
             )
+    if ("corrupt" in entry) == ("corrupted" in entry):
+        raise ctx.error(
+            "a template pair is corrupted one way: corrupt: {VAR: shift} steps a sequence, corrupted: <template> "
+            f"is a second prompt; {'both are given' if 'corrupt' in entry else 'neither is given'}",
+            entry,
+            "corrupted" if "corrupted" in entry else None,
+        )
+    if "corrupted" in entry:
+        return _two_templates(ctx, scope, entry)
     prompt = get_str(ctx.path, entry, "prompt", where="a patching case") or ""
     answer = get_str(ctx.path, entry, "answer", where="a patching case") or ""
     distractor = get_str(ctx.path, entry, "distractor", where="a patching case", required=False)
     corrupt = require_map(ctx.path, entry["corrupt"], where="corrupt", line=line_of(entry, "corrupt"))
-    pooled = _pool_scopes(ctx, scope, entry)
+    # The domains keep every clean and shifted placeholder in range (bindings.written_offsets).
+    pooled = over_scopes(ctx, scope, entry, what="pair", shifts=corrupt)
     bound = set(pooled[0].bindings)
     for variable, shift in corrupt.items():
         if variable not in bound:
@@ -85,7 +136,6 @@ def _template_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
                 f"corrupt: {variable}: the shift is a non-zero whole number, found {shift!r}", corrupt, variable
             )
     pairs = []
-    # The domains keep every clean and shifted placeholder in range (bindings.written_offsets).
     for clean_scope in pooled:
         shifted = TemplateScope(
             {name: (sequence, index + corrupt.get(name, 0)) for name, (sequence, index) in clean_scope.bindings.items()}
@@ -101,34 +151,74 @@ def _template_pairs(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -
                 ),
             )
         )
+    return _distinct_pairs(ctx, entry, pairs, pooled)
+
+
+def _two_templates(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> tuple[PairSpec, ...]:
+    """`prompt:` and `corrupted:` filled at each binding: the IOI-style pairs, where the corrupted
+    prompt swaps a name for a third one instead of stepping a sequence (a pool has no steps)."""
+    texts = {key: get_str(ctx.path, entry, key, where="a patching case") or "" for key in ("prompt", "corrupted")}
+    if "distractor" not in entry:
+        raise ctx.error(
+            "a corrupted: template has no shifted answer to compare against; give distractor:, e.g. ' {b}'",
+            entry,
+            "corrupted",
+        )
+    if texts["prompt"] == texts["corrupted"]:
+        raise ctx.error(
+            "corrupted is the same template as prompt; change the words the pair contrasts", entry, "corrupted"
+        )
+    texts |= {key: get_str(ctx.path, entry, key, where="a patching case") or "" for key in ("answer", "distractor")}
+    pooled = over_scopes(ctx, scope, entry, what="pair", templates=("prompt", "corrupted"))
+    pairs = [
+        PairSpec(
+            clean=bound.fill(ctx, entry, "prompt", texts["prompt"]),
+            corrupted=bound.fill(ctx, entry, "corrupted", texts["corrupted"]),
+            answer=bound.fill(ctx, entry, "answer", texts["answer"]),
+            distractor=bound.fill(ctx, entry, "distractor", texts["distractor"]),
+        )
+        for bound in pooled
+    ]
+    return _distinct_pairs(ctx, entry, pairs, pooled)
+
+
+def _distinct_pairs(
+    ctx: EntryContext, entry: SourceMap, pairs: Sequence[PairSpec], pooled: Sequence[TemplateScope]
+) -> tuple[PairSpec, ...]:
+    """Each pair contrasts two prompts and two answers, or its recovery would divide by nothing."""
+    for pair, bound in zip(pairs, pooled, strict=True):
+        named = ", ".join(f"{name}={sequence.at(index)}" for name, (sequence, index) in bound.bindings.items())
+        for first, second, key in (("clean", "corrupted", "over"), ("answer", "distractor", "distractor")):
+            if getattr(pair, first) == getattr(pair, second):
+                raise ctx.error(
+                    f"the {first} and {second} of the pair at {named or 'this case'} are both "
+                    f"{getattr(pair, first)!r}; a pair must contrast them",
+                    entry,
+                    key if key in entry else None,
+                )
     return tuple(pairs)
 
 
-def _pool_scopes(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> list[TemplateScope]:
-    """`over: {day: days}` pools one pair per element in range into this one case (the metric
-    averages them); on a sequence that does not wrap, an element whose clean or corrupted
-    placeholder steps past an end makes no pair."""
-    if "over" not in entry:
-        return [scope]
-    over = require_map(ctx.path, entry["over"], where="over", line=line_of(entry, "over"))
-    variables = [(variable, lookup_sequence(ctx.path, over, variable, ctx.sequences, key="over")) for variable in over]
-    offsets = written_offsets(ctx.path, entry, dict(variables), shifts=entry.get("corrupt"))
-    axes = domains(variables, offsets, bound=scope.bindings)
-    scopes = [TemplateScope(bindings) for bindings in every_binding(axes, bound=scope.bindings)]
-    if not scopes:
-        raise ctx.error(
-            f"every pair of over is skipped (the corrupt: shifts count): {skipped_reason(axes, offsets)}", entry, "over"
-        )
-    return scopes
-
-
-KEYS = ("pairs", "prompt", "answer", "distractor", "corrupt", "over", "claims")
+KEYS = (
+    "pairs",
+    "prompt",
+    "answer",
+    "distractor",
+    "corrupt",
+    "corrupted",
+    "over",
+    "sample",
+    "ablation",
+    "circuits",
+    "claims",
+)
+_TEMPLATE_KEYS = ("prompt", "answer", "distractor", "corrupt", "corrupted", "over", "sample")
 
 
 def parse_patching(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) -> Case:
     common = common_fields(ctx, scope, entry)
     if "pairs" in entry:
-        for key in ("prompt", "answer", "distractor", "corrupt", "over"):
+        for key in _TEMPLATE_KEYS:
             if key in entry:
                 raise ctx.error(
                     f"{key} belongs to a template pair; this case writes its pairs out under `pairs:`", entry, key
@@ -136,4 +226,14 @@ def parse_patching(ctx: EntryContext, scope: TemplateScope, entry: SourceMap) ->
         pairs = _explicit_pairs(ctx, scope, entry)
     else:
         pairs = _template_pairs(ctx, scope, entry)
-    return PatchingCase(**common, pairs=pairs, claims=parse_claims(ctx, entry))
+    ablation = parse_ablation(ctx, scope, entry)
+    circuits = visible_circuits(ctx, entry, scope=ablation.scope)
+    claims = parse_claims(ctx, entry, setting=CircuitContext(ablation=ablation, circuits=circuits))
+    check_reference_used(ctx, entry, ablation, claims)
+    return PatchingCase(
+        **common,
+        pairs=pairs,
+        claims=claims,
+        ablation=ablation,
+        circuits=MappingProxyType({name: circuit.components for name, circuit in circuits.items()}),
+    )

@@ -1,18 +1,22 @@
 """Case files: the YAML format people write by hand, parsed into frozen, validated cases.
 
 A case file holds named suites; each suite holds cases of one of the kinds in
-`seqprobe.casefiles.kinds`. The whole file is validated when it is loaded, so a mistake becomes that
-file's collection error with its line number, never a crash mid-run. Checks that need the model's
+`seqprobe.casefiles.kinds`. At its top a file may also define `sequences:` for its templates and
+`circuits:` for its patching cases' claims (`seqprobe.casefiles.circuits`). The whole file is
+validated when it is loaded, so a mistake becomes that file's collection error with its line
+number, never a crash mid-run. Checks that need the model's
 tokenizer (a next-token bar on a longer answer, prompt length) run when the model is loaded
 (`seqprobe.checks.completion`, `seqprobe.engine.scoring`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -26,6 +30,7 @@ from seqprobe.casefiles.base import (
     check_known_failure_cases,
     expand_scopes,
 )
+from seqprobe.casefiles.circuits import parse_circuits
 from seqprobe.casefiles.kinds import CASE_KINDS, COMMON_ENTRY_KEYS
 from seqprobe.casefiles.sequences import BUILTIN_SEQUENCES, WordSequence
 from seqprobe.casefiles.validation import check_keys, parse_sequence, require_map, suggest
@@ -69,7 +74,7 @@ class CaseFile:
             yield from suite.cases
 
 
-FILE_KEYS = ("sequences", "defaults", "suites")
+FILE_KEYS = ("sequences", "circuits", "defaults", "suites")
 SUITE_KEYS = ("description", "cases", *LEVEL_KEYS)
 
 
@@ -147,6 +152,9 @@ def parse_case_file(text: str, *, path: str) -> CaseFile:
     root = EntryContext(
         path=path, suite="", sequences=sequences, expect={}, model_expect={}, known_failures={}, tolerance={}
     )
+    if "circuits" in top:
+        # Named once for every patching case of the file; each case checks them against its own scope.
+        root = dataclasses.replace(root, circuits=MappingProxyType(parse_circuits(root, top)))
     if "defaults" in top:
         defaults = require_map(path, top["defaults"], where="defaults", line=line_of(top, "defaults"))
         check_keys(path, defaults, LEVEL_KEYS, where="defaults")
