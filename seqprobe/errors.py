@@ -6,6 +6,7 @@ SeqprobeError
 ├── ModelLoadError (RuntimeError)     a model name, file or download cannot be resolved
 │   └── WeightsIntegrityError         a file's sha256 differs from the one expected
 ├── PatchingError (ValueError)        clean/corrupted mismatch, or recovery is undefined
+│   └── CircuitError                  a circuit or ablation the model or its scope cannot run
 ├── BaselineError (ValueError)        a baseline file is missing, unreadable or incomparable
 ├── AblationError (ValueError)        a head to ablate that the model lacks, or an occupied folder
 └── SequenceIndexError (IndexError)   a step past the end of a sequence that does not wrap
@@ -18,6 +19,7 @@ __all__ = [
     "AblationError",
     "BaselineError",
     "CaseFileError",
+    "CircuitError",
     "ModelLoadError",
     "PatchingError",
     "SeqprobeError",
@@ -54,6 +56,10 @@ class WeightsIntegrityError(ModelLoadError):
 
 class PatchingError(SeqprobeError, ValueError):
     """An activation-patching experiment is ill-posed (length mismatch, undefined recovery)."""
+
+
+class CircuitError(PatchingError):
+    """A circuit or ablation cannot be run: a component the model lacks or outside the scope, a bad reference."""
 
 
 class BaselineError(SeqprobeError, ValueError):
