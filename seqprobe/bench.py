@@ -1,7 +1,8 @@
 """`seqprobe bench`: seqprobe's patching engine against transformer_lens.patching, side by side.
 
 Both tools run the study's whole grid — the six sweeps of `seqprobe.vocabulary.sites.SITES` on its four
-day-of-the-week pairs — in one process, on the same model, prompts and metric. Each tool's time
+day-of-the-week pairs, then the path sweep from the top "z" head into every later head's query
+(`seqprobe.bench_paths`) — in one process, on the same model, prompts and metric. Each tool's time
 includes the runs it has to cache first (seqprobe: the clean and corrupted runs; transformer_lens:
 `run_with_cache` on the clean prompts and the unpatched corrupted run that recovery is measured
 from). Printed: both wall times per sweep and in total, their ratio, and the largest absolute
@@ -22,9 +23,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 from torch import Tensor
 
+from seqprobe.bench_paths import BENCH_SWEEPS, PATH_SWEEP, corrupted_hook_names, patching_sites, path_row
 from seqprobe.engine.memory import PeakMemory
 from seqprobe.engine.patching import PatchingPair, logit_diff_metric, make_pair, prepare_patching
-from seqprobe.vocabulary.sites import SITES, hook_name
+from seqprobe.vocabulary.sites import hook_name
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
@@ -203,12 +205,12 @@ def run_benchmark(
     pairs: Sequence[PatchingPair],
     *,
     model: str,
-    sites: Sequence[str] = SITES,
+    sites: Sequence[str] = BENCH_SWEEPS,
     progress: TextIO | None = sys.stderr,
     max_memory: int | None = None,
     reference: bool = True,
 ) -> BenchResult:
-    """Time each sweep of `sites` in seqprobe and in transformer_lens, and compare the grids.
+    """Time each sweep of `sites` (patching sites, and "path") in seqprobe and in transformer_lens; compare the grids.
 
     The two tools alternate sweep by sweep, so a change in the machine's load during the run
     falls on both rather than on whichever ran second. `reference=False` times seqprobe alone
@@ -225,19 +227,29 @@ def run_benchmark(
     with torch.inference_mode():
         bridge(corrupted)  # warm-up, for both tools: first calls pay one-off allocation costs
 
-    def reference_setup() -> tuple[Any, float, float]:
+    prepared = patching_sites(sites)
+
+    def reference_setup() -> tuple[Any, Any, float, float]:
+        n_layers = bridge.cfg.n_layers
         with torch.inference_mode():
-            hooks = reference_hook_names(bridge.cfg.n_layers, sites)
-            clean_logits, clean_cache = bridge.run_with_cache(clean, names_filter=hooks)
+            clean_logits, clean_cache = bridge.run_with_cache(
+                clean, names_filter=reference_hook_names(n_layers, prepared)
+            )
+            corrupted_logits, corrupted_cache = bridge.run_with_cache(
+                corrupted, names_filter=corrupted_hook_names(n_layers, sites)
+            )
             return (
                 clean_cache,
+                corrupted_cache,
                 float(logit_diff_metric(clean_logits, pairs)),
-                float(logit_diff_metric(bridge(corrupted), pairs)),
+                float(logit_diff_metric(corrupted_logits, pairs)),
             )
 
     setup = "setup (cache the runs)"
     ours_setup, runs, ours_peak = timed(
-        "seqprobe", setup, lambda: prepare_patching(bridge, pairs, sites=sites, max_memory=max_memory)
+        "seqprobe",
+        setup,
+        lambda: prepare_patching(bridge, pairs, sites=prepared, max_memory=max_memory, paths=PATH_SWEEP in sites),
     )
     if not reference:
         rows = [SweepTiming("setup", ours_setup, 0.0, 0.0, ours_peak, 0)]
@@ -245,11 +257,20 @@ def run_benchmark(
             ours, _, ours_peak = timed("seqprobe", f"{site} sweep", lambda site=site: runs.sweep(site).recovery)
             rows.append(SweepTiming(site, ours, 0.0, 0.0, ours_peak, 0))
         return BenchResult(model=model, device=device, rows=tuple(rows), load_average=load_span(load_at_start))
-    theirs_setup, (clean_cache, clean_metric, corrupted_metric), theirs_peak = timed(
+    theirs_setup, (clean_cache, corrupted_cache, clean_metric, corrupted_metric), theirs_peak = timed(
         "transformer_lens", setup, reference_setup
     )
     rows = [SweepTiming("setup", ours_setup, theirs_setup, 0.0, ours_peak, theirs_peak)]
+    recoveries: dict[str, Tensor] = {}
     for site in sites:
+        if site == PATH_SWEEP:
+            # The sender is the "z" sweep's top head: from the timed sweep, or one run untimed for it.
+            z_recovery = recoveries["z"] if "z" in recoveries else runs.sweep("z").recovery
+            caches = (clean_cache, corrupted_cache)
+            rows.append(
+                SweepTiming(site, *path_row(bridge, pairs, runs, z_recovery=z_recovery, caches=caches, timed=timed))
+            )
+            continue
         ours, grid, ours_peak = timed("seqprobe", f"{site} sweep", lambda site=site: runs.sweep(site).recovery)
         theirs, expected, theirs_peak = timed(
             "transformer_lens",
@@ -263,6 +284,7 @@ def run_benchmark(
                 corrupted_metric=corrupted_metric,
             ),
         )
+        recoveries[site] = grid
         rows.append(SweepTiming(site, ours, theirs, float((grid - expected).abs().max()), ours_peak, theirs_peak))
     return BenchResult(model=model, device=device, rows=tuple(rows), load_average=load_span(load_at_start))
 

@@ -1,7 +1,8 @@
 """The `seqprobe bench` command: its arguments, and which benchmark they ask for.
 
-Without --pairs/--length: the study's grid against transformer_lens (`seqprobe.bench`). With them,
-or on a random-weight model: the sweeps' cost on token-level pairs (`seqprobe.bench_scaling`).
+Without --pairs/--length: the study's grid and its path sweep against transformer_lens
+(`seqprobe.bench`, `seqprobe.bench_paths`). With them, or on a random-weight model: the patching
+sweeps' cost on token-level pairs (`seqprobe.bench_scaling`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from seqprobe.bench_paths import BENCH_SWEEPS, PATH_SWEEP
 from seqprobe.bench_scaling import DEFAULT_LENGTH, DEFAULT_PAIRS, REFERENCE_LIMIT_SECONDS
 from seqprobe.vocabulary.options import DTYPE, add_max_memory_option, add_model_options
 from seqprobe.vocabulary.sites import SITES
@@ -37,8 +39,9 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.set_defaults(dtype=None)
     add_max_memory_option(parser.add_argument)
     parser.add_argument(
-        "--sites", type=_sites, default=SITES, metavar="SITE[,SITE...]",
-        help=f"the sweeps to time, from {','.join(SITES)} (default: all six)",
+        "--sites", type=_sites, default=BENCH_SWEEPS, metavar="SITE[,SITE...]",
+        help=f"the sweeps to time, from {','.join(BENCH_SWEEPS)} (default: all; {PATH_SWEEP!r}, the direct path "
+        "sweep, runs on the study's grid only, so --pairs/--length runs leave it out)",
     )  # fmt: skip
     add_scaling_options(parser.add_argument)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -67,6 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             "--reference/--no-reference apply to --pairs/--length runs; the study's grid always runs both tools"
         )
+    sites = tuple(site for site in args.sites if site in SITES) if scaling else args.sites
     result: Any
     try:
         if is_random_model(args.model):
@@ -78,11 +82,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if scaling:
             result = run_scaling(
                 loaded, pairs=args.pairs or (DEFAULT_PAIRS,), lengths=args.length or (DEFAULT_LENGTH,),
-                sites=args.sites, reference=args.reference, max_memory=args.max_memory,
+                sites=sites, reference=args.reference, max_memory=args.max_memory,
             )  # fmt: skip
         else:
             pairs = study_pairs(loaded.bridge)
-            result = run_benchmark(loaded.bridge, pairs, model=args.model, sites=args.sites, max_memory=args.max_memory)
+            result = run_benchmark(loaded.bridge, pairs, model=args.model, sites=sites, max_memory=args.max_memory)
     except SeqprobeError as error:
         print(f"seqprobe bench: {type(error).__name__}: {error}", file=sys.stderr)
         return 2
@@ -94,14 +98,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _sites(text: str) -> tuple[str, ...]:
-    """--sites z,resid_pre -> ("z", "resid_pre"), each checked against SITES."""
+    """--sites z,resid_pre -> ("z", "resid_pre"), each checked against the benchmark's sweeps."""
     from seqprobe.casefiles.validation import suggest
 
     sites = tuple(part.strip() for part in text.split(","))
     for site in sites:
-        if site not in SITES:
+        if site not in BENCH_SWEEPS:
             raise argparse.ArgumentTypeError(
-                f"unknown site {site!r}{suggest(site, SITES)}; choose from {','.join(SITES)}"
+                f"unknown site {site!r}{suggest(site, BENCH_SWEEPS)}; choose from {','.join(BENCH_SWEEPS)}"
             )
     return sites
 

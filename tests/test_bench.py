@@ -6,10 +6,14 @@ import io
 import json
 
 import pytest
+import torch
 
 from seqprobe.bench import STUDY_PAIRS, BenchResult, SweepTiming, run_benchmark, study_pairs
 from seqprobe.bench_command import main
+from seqprobe.bench_paths import BENCH_SWEEPS, patching_sites, top_sender
+from seqprobe.engine.patching import prepare_patching
 from seqprobe.vocabulary.options import DTYPES
+from seqprobe.vocabulary.sites import SITES
 
 
 def test_study_pairs_are_the_studys_four_with_the_corrupted_answer_as_distractor() -> None:
@@ -90,3 +94,26 @@ def test_the_default_command_runs_the_studys_grid_on_the_sites_asked(sharp_model
     assert list(data["sweeps"]) == ["setup", "mlp_out"]
     assert ISSUE_KEYS <= data.keys()
     assert data["max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_the_path_sweep_is_timed_against_transformer_lens_from_the_top_z_head(sharp_bridge) -> None:  # type: ignore[no-untyped-def]
+    progress = io.StringIO()
+    pairs = study_pairs(sharp_bridge)
+    result = run_benchmark(sharp_bridge, pairs, model="tiny-llama", sites=("path",), progress=progress)
+    assert [row.site for row in result.rows] == ["setup", "path"]
+    (path,) = result.rows[1:]
+    assert path.seqprobe_seconds > 0 and path.transformer_lens_seconds > 0
+    assert path.max_abs_diff < 1e-4
+    z = prepare_patching(sharp_bridge, pairs, sites=("z",)).sweep("z").recovery
+    layer, head = top_sender(z)
+    assert float(z[layer, head]) == float(z.max())
+    assert f"transformer_lens: path sweep from L{layer}H{head} into every later head's q took" in progress.getvalue()
+    assert set(result.to_json()["sweeps"]["path"]) == set(result.to_json()["sweeps"]["setup"])
+
+
+def test_the_path_sweep_needs_the_z_sweep_to_pick_its_sender() -> None:
+    assert BENCH_SWEEPS == (*SITES, "path")
+    assert patching_sites(("mlp_out", "path")) == ("mlp_out", "z")
+    assert patching_sites(("z", "path")) == patching_sites(("z",)) == ("z",)
+    assert top_sender(torch.tensor([[0.1, float("nan")], [0.5, 0.2]])) == (1, 0)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from seqprobe.bench import SweepTiming
 from seqprobe.bench_command import bench_parser, is_scaling_run, main
+from seqprobe.bench_paths import BENCH_SWEEPS
 from seqprobe.bench_scaling import (
     ReferencePlan,
     ScalingResult,
@@ -28,7 +29,6 @@ from seqprobe.bench_scaling import (
 from seqprobe.engine.metric import logit_diff_metric
 from seqprobe.errors import PatchingError
 from seqprobe.loading.models import loaded_from_bridge
-from seqprobe.vocabulary.sites import SITES
 
 # --- arguments ------------------------------------------------------------------------------
 
@@ -46,7 +46,7 @@ def test_pairs_length_and_sites_parse_to_tuples() -> None:
 def test_the_default_bench_is_the_studys_grid_with_every_site() -> None:
     args = bench_parser().parse_args([])
     assert args.pairs is None and args.length is None and args.reference is None and args.out is None
-    assert args.sites == SITES
+    assert args.sites == BENCH_SWEEPS  # the six patching sites, then the path sweep (study's grid only)
     assert args.dtype is None  # float32 for a named model, a random model's own dtype otherwise
     assert not is_scaling_run(args)
     assert is_scaling_run(bench_parser().parse_args(["--model", "random:tinyllama-1.1b"]))

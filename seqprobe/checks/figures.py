@@ -33,7 +33,7 @@ from seqprobe.vocabulary.sites import POSITION_SITES
 if TYPE_CHECKING:
     from seqprobe.checks.evidence import Evidence
 
-__all__ = ["TOP_HEADS_SHOWN", "figures"]
+__all__ = ["TOP_HEADS_SHOWN", "figures", "layer_labels", "rows"]
 
 # Attention patterns drawn: the heads whose z patching recovers most; more than a few no longer fit a page.
 TOP_HEADS_SHOWN = 3
@@ -49,8 +49,8 @@ def figures(evidence: Evidence, *, n_pairs: int, level: float = DEFAULT_LEVEL) -
             HeatmapSpec(
                 name=site,
                 title=f"{site} patching: recovery by layer and {'position' if position else 'head'} ({n_pairs} pairs)",
-                values=_rows(sweep.recovery),
-                row_labels=_layers(sweep.recovery.shape[0]),
+                values=rows(sweep.recovery),
+                row_labels=layer_labels(sweep.recovery.shape[0]),
                 col_labels=sweep.labels,
                 x_label="Position" if position else "Head",
                 y_label="Layer",
@@ -82,7 +82,7 @@ def figures(evidence: Evidence, *, n_pairs: int, level: float = DEFAULT_LEVEL) -
             heads=tuple(
                 AttentionHead(
                     label=head_labels[int(i)],
-                    pattern=_rows(runs.clean["pattern", int(i) // z.shape[1]][0, int(i) % z.shape[1]]),
+                    pattern=rows(runs.clean["pattern", int(i) // z.shape[1]][0, int(i) % z.shape[1]]),
                 )
                 for i in top
             ),
@@ -101,7 +101,7 @@ def _linear_views(evidence: Evidence) -> list[Any]:
         LineSpec(
             name="logit_lens",
             title="Logit lens: logit(answer) − logit(distractor) from the residual stream",
-            x_labels=(*_layers(len(lens) - 1), "final"),
+            x_labels=(*layer_labels(len(lens) - 1), "final"),
             values=tuple(float(v) for v in lens),
             x_label="Residual stream entering layer",
             y_label="logit difference",
@@ -121,8 +121,8 @@ def _linear_views(evidence: Evidence) -> list[Any]:
         HeatmapSpec(
             name="dla_heads",
             title="Direct logit attribution by head",
-            values=_rows(attribution.by_head),
-            row_labels=_layers(attribution.by_head.shape[0]),
+            values=rows(attribution.by_head),
+            row_labels=layer_labels(attribution.by_head.shape[0]),
             col_labels=head_columns(attribution.by_head.shape[1]),
             x_label="Head",
             y_label="Layer",
@@ -151,7 +151,7 @@ def _substituted_by_layer(sweep: SweepResult, level: float) -> LineSpec:
         name="resid_pre_substituted",
         title=f"Residual stream at the substituted token ({sweep.labels[column]}): recovery by layer, "
         f"{level:.0%} interval over {patched.shape[0]} pair(s)",
-        x_labels=_layers(patched.shape[1]),
+        x_labels=layer_labels(patched.shape[1]),
         values=tuple(float(v) for v in sweep.recovery[:, column]),
         low=tuple(i.low for i in intervals),
         high=tuple(i.high for i in intervals),
@@ -160,7 +160,7 @@ def _substituted_by_layer(sweep: SweepResult, level: float) -> LineSpec:
     )
 
 
-def _layers(n_layers: int) -> tuple[str, ...]:
+def layer_labels(n_layers: int) -> tuple[str, ...]:
     return tuple(format_layer(layer) for layer in range(n_layers))
 
 
@@ -170,5 +170,5 @@ def _per_query_head(grid: Float[Tensor, "layer column"], n_heads: int) -> Float[
     return grid.repeat_interleave(group, dim=1)  # [layer n_heads]
 
 
-def _rows(grid: Float[Tensor, "row column"]) -> tuple[tuple[float, ...], ...]:
+def rows(grid: Float[Tensor, "row column"]) -> tuple[tuple[float, ...], ...]:
     return tuple(tuple(float(v) for v in row) for row in grid.detach().float().cpu())

@@ -9,9 +9,10 @@ each pair's metric does not depend on the other pairs, so nothing is rerun.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -20,6 +21,10 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from seqprobe.records.intervals import Interval, bootstrap_interval
+from seqprobe.vocabulary.heads import format_head, format_layer
+
+if TYPE_CHECKING:
+    from seqprobe.engine.patching import SweepResult
 
 __all__ = [
     "ClaimVerdict",
@@ -27,9 +32,12 @@ __all__ = [
     "Levels",
     "judged",
     "mean_interval",
+    "missing_head",
     "only_column",
     "rank_interval",
+    "rank_verdict",
     "recovery_interval",
+    "sweep_interval",
 ]
 
 Reduce = Callable[[NDArray[np.float64]], NDArray[np.float64]]
@@ -191,3 +199,69 @@ def mean_interval(
         return None
     values = select(pairs).reshape(pairs.shape[0], -1).double().numpy()  # [pair k]
     return lambda level: bootstrap_interval(values, reduce, level=level)
+
+
+def sweep_interval(
+    sweep: SweepResult, compute: Callable[[Float[Tensor, "pair layer column"], float], Interval]
+) -> IntervalAt | None:
+    """`compute(patched, level)` for an exact sweep; None for an estimate, which has no per-pair values."""
+    if sweep.pair_metric is None:
+        return None
+    patched = sweep.pair_metric.permute(2, 0, 1)  # [layer column pair] -> [pair layer column]
+    return lambda level: compute(patched, level)
+
+
+def _head_label(layer: int, column: int, sweep: SweepResult) -> str:
+    """ "L5H3", or "L5KV1" on a grid of key/value heads: the row's layer joined to the column's name."""
+    return format_layer(layer) + sweep.labels[column]
+
+
+def rank_verdict(
+    sweep: SweepResult, layer: int, column: int, *, top_k: int, text: str, metric: str, levels: Levels
+) -> ClaimVerdict:
+    """The verdict on "cell (layer, column) is among the `top_k` of `sweep` by recovery"; cells not computed (NaN) rank last."""
+    missing = missing_head(text, sweep.site, sweep.recovery.shape, sweep.labels, layer, column)
+    if missing is not None:
+        return replace(missing, metric=metric, threshold=float(top_k), lower_is_better=True)
+    # Ranked by recovery itself: a head that pushes towards the distractor does not compute the answer.
+    values = sweep.recovery.flatten().nan_to_num(nan=-math.inf)
+    order = values.argsort(descending=True, stable=True)
+    cell = layer * sweep.recovery.shape[1] + column
+    rank = int((order == cell).nonzero()[0]) + 1
+    leaders = ", ".join(
+        f"{_head_label(int(i) // sweep.recovery.shape[1], int(i) % sweep.recovery.shape[1], sweep)} {float(values[i]):.3f}"
+        for i in order[:top_k]
+    )
+    interval = sweep_interval(
+        sweep,
+        lambda patched, level: rank_interval(
+            patched.flatten(1), sweep.clean_pairs, sweep.corrupted_pairs, cell=cell, level=level
+        ),
+    )
+    return judged(
+        interval=interval,
+        levels=levels,
+        text=text,
+        metric=metric,
+        value=float(rank),
+        threshold=float(top_k),
+        detail=f"rank {rank} (recovery {sweep.at(layer, column):.3f}); top {top_k}: {leaders}",
+        lower_is_better=True,
+    )
+
+
+def missing_head(
+    text: str, site: str, shape: Sequence[int], labels: Sequence[str], layer: int, head: int
+) -> ClaimVerdict | None:
+    """A failed verdict when the model has no such head: a claim about it cannot hold here."""
+    n_layers, n_columns = shape
+    if 0 <= layer < n_layers and 0 <= head < n_columns:
+        return None
+    return ClaimVerdict(
+        text=text,
+        metric="",
+        value=math.nan,
+        threshold=math.nan,
+        passed=False,
+        detail=f"this model has no {format_head(layer, head)}: the {site} grid has layers 0..{n_layers - 1} and columns {', '.join(labels)}",
+    )

@@ -15,37 +15,36 @@ in `seqprobe.checks.figures`.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from seqprobe.casefiles.circuits import AblationSpec
 from seqprobe.casefiles.claims import AttributionClaim, Claim, LogitLensClaim, PatchClaim
 from seqprobe.casefiles.patching import PairSpec, PatchingCase
-from seqprobe.checks.evidence import Evidence
+from seqprobe.checks.circuit_figures import circuit_figures
+from seqprobe.checks.circuits import CIRCUIT_CLAIMS, check_circuit_claim
+from seqprobe.checks.evidence import Evidence, gather_evidence
 from seqprobe.checks.figures import figures
 from seqprobe.checks.judging import (
     ClaimVerdict,
-    IntervalAt,
     Levels,
     judged,
+    missing_head,
     only_column,
-    rank_interval,
+    rank_verdict,
     recovery_interval,
+    sweep_interval,
 )
 from seqprobe.checks.linear_views import check_attribution, check_lens
 from seqprobe.checks.outcome import CheckOutcome
-from seqprobe.engine.patching import PatchingPair, PatchingRuns, SweepResult, make_pair, prepare_patching, recovery
+from seqprobe.engine.patching import SweepResult, make_pair, recovery
 from seqprobe.errors import PatchingError, SeqprobeError
 from seqprobe.records.intervals import DEFAULT_LEVEL, Interval
-from seqprobe.vocabulary.heads import format_head, format_layer, resolve_layer
-from seqprobe.vocabulary.sites import POSITION_SITES, SITES
+from seqprobe.vocabulary.heads import format_head, resolve_layer
+from seqprobe.vocabulary.sites import POSITION_SITES
 
 if TYPE_CHECKING:
-    from jaxtyping import Float
-    from torch import Tensor
-    from transformer_lens.model_bridge import TransformerBridge
-
     from seqprobe.casefiles.base import Case
     from seqprobe.loading.models import LoadedModel
 
@@ -62,70 +61,6 @@ def _metric_in_words(evidence: Evidence) -> str:
     return METRIC_IN_WORDS.format(readout=runs.readout.describe(len(runs.pairs)))
 
 
-def gather_evidence(
-    bridge: TransformerBridge,
-    pairs: Sequence[PatchingPair],
-    claims: Sequence[Claim],
-    *,
-    everything: bool = False,
-    max_memory: int | None = None,
-) -> Evidence:
-    """What the claims need; with `everything`, every sweep and view the report draws.
-
-    `max_memory` bounds each sweep's stacked batch in bytes (seqprobe.engine.memory).
-    """
-    from seqprobe.engine.attribution import (
-        DLA_NEEDS,
-        LENS_NEEDS,
-        attribution_patching,
-        direct_logit_attribution,
-        logit_lens,
-    )
-
-    exact = [c for c in claims if isinstance(c, PatchClaim) and c.method == "exact"]
-    # Heads patched together need the runs of their site, not its sweep.
-    swept = {c.site for c in exact if c.site in POSITION_SITES or c.top_k is not None}
-    sites = SITES if everything else tuple(site for site in SITES if site in swept)
-    estimated = sorted({c.site for c in claims if isinstance(c, PatchClaim) and c.method == "attribution"})
-    together = {c.site for c in exact if c.site not in POSITION_SITES and c.top_k is None}
-    # The linear views read one answer logit: a report draws them only for one-token pairs, and a
-    # claim on them with longer answers fails with the reason (PatchingRuns.token_ids).
-    linear = all(len(p.answer_ids) == len(p.distractor_ids) == 1 for p in pairs)
-    wants_lens = (everything and linear) or any(isinstance(c, LogitLensClaim) for c in claims)
-    wants_attribution = (everything and linear) or any(isinstance(c, AttributionClaim) for c in claims)
-    prepared = tuple(site for site in SITES if site in {*sites, *estimated, *together}) or ("resid_pre",)
-    runs = prepare_patching(
-        bridge,
-        pairs,
-        sites=prepared,
-        keep_clean=(LENS_NEEDS if wants_lens else frozenset()) | (DLA_NEEDS if wants_attribution else frozenset()),
-        max_memory=max_memory,
-    )
-    return Evidence(
-        runs=runs,
-        sweeps={site: runs.sweep(site, cells=None if everything else _cells_read(site, exact, runs)) for site in sites},
-        estimates=attribution_patching(runs, sites=estimated) if estimated else {},
-        lens=logit_lens(runs) if wants_lens else None,
-        attribution=direct_logit_attribution(runs) if wants_attribution else None,
-    )
-
-
-def _cells_read(site: str, claims: Sequence[PatchClaim], runs: PatchingRuns) -> Tensor | None:
-    """The cells of `site`'s grid the claims read: a layer range of one column each; None (all) for a rank."""
-    import torch
-
-    on_site = [c for c in claims if c.site == site]
-    if any(c.top_k is not None for c in on_site):
-        return None
-    n_layers, n_columns = runs.grid_shape(site)
-    cells = torch.zeros(n_layers, n_columns, dtype=torch.bool)
-    for claim in on_site:
-        assert claim.layers is not None and claim.at is not None
-        first, last = (resolve_layer(spec, n_layers) for spec in claim.layers)
-        cells[first : last + 1, runs.column(site, claim.at)] = True
-    return cells
-
-
 def check_claim(
     claim: Claim, evidence: Evidence, *, interval_level: float = DEFAULT_LEVEL, confidence: float | None = None
 ) -> ClaimVerdict:
@@ -136,6 +71,9 @@ def check_claim(
     have no per-pair values, so the point estimate judges them.
     """
     levels = Levels(interval_level, claim.confidence if claim.confidence is not None else confidence)
+    if isinstance(claim, CIRCUIT_CLAIMS):
+        assert evidence.circuits is not None
+        return check_circuit_claim(claim, evidence.circuits, levels)
     if isinstance(claim, LogitLensClaim):
         assert evidence.lens is not None
         return check_lens(claim, evidence.lens, levels)
@@ -163,7 +101,7 @@ def _check_positions(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> C
     every = claim.require == "every"
     pick = values.argmin() if every else values.argmax()
     value, layer = float(values[pick]), first + int(pick)
-    interval = _sweep_interval(
+    interval = sweep_interval(
         sweep,
         lambda patched, level: recovery_interval(
             patched[:, first : last + 1, column],
@@ -185,73 +123,17 @@ def _check_positions(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> C
     )
 
 
-def _sweep_interval(
-    sweep: SweepResult, compute: Callable[[Float[Tensor, "pair layer column"], float], Interval]
-) -> IntervalAt | None:
-    """`compute(patched, level)` for an exact sweep; None for an estimate, which has no per-pair values."""
-    if sweep.pair_metric is None:
-        return None
-    patched = sweep.pair_metric.permute(2, 0, 1)  # [layer column pair] -> [pair layer column]
-    return lambda level: compute(patched, level)
-
-
-def _head_label(layer: int, column: int, sweep: SweepResult) -> str:
-    """ "L5H3", or "L5KV1" on a grid of key/value heads: the row's layer joined to the column's name."""
-    return format_layer(layer) + sweep.labels[column]
-
-
 def _check_rank(claim: PatchClaim, sweep: SweepResult, levels: Levels) -> ClaimVerdict:
     assert claim.top_k is not None
     ((layer, head),) = claim.heads
-    missing = _missing_head(claim, sweep.recovery.shape, sweep.labels, layer, head)
-    if missing is not None:
-        return replace(
-            missing,
-            metric=f"rank:{claim.site}@{format_head(layer, head)}",
-            threshold=float(claim.top_k),
-            lower_is_better=True,
-        )
-    # Ranked by recovery itself: a head that pushes towards the distractor does not compute the answer.
-    order = sweep.recovery.flatten().argsort(descending=True)
-    cell = layer * sweep.recovery.shape[1] + head
-    rank = int((order == cell).nonzero()[0]) + 1
-    leaders = ", ".join(
-        f"{_head_label(int(i) // sweep.recovery.shape[1], int(i) % sweep.recovery.shape[1], sweep)} "
-        f"{float(sweep.recovery.flatten()[i]):.3f}"
-        for i in order[: claim.top_k]
-    )
-    interval = _sweep_interval(
+    return rank_verdict(
         sweep,
-        lambda patched, level: rank_interval(
-            patched.flatten(1), sweep.clean_pairs, sweep.corrupted_pairs, cell=cell, level=level
-        ),
-    )
-    return judged(
-        interval=interval,
-        levels=levels,
+        layer,
+        head,
+        top_k=claim.top_k,
         text=claim.text,
         metric=f"rank:{claim.site}@{format_head(layer, head)}",
-        value=float(rank),
-        threshold=float(claim.top_k),
-        detail=f"rank {rank} (recovery {sweep.at(layer, head):.3f}); top {claim.top_k}: {leaders}",
-        lower_is_better=True,
-    )
-
-
-def _missing_head(
-    claim: PatchClaim, shape: Sequence[int], labels: Sequence[str], layer: int, head: int
-) -> ClaimVerdict | None:
-    """A failed verdict when the model has no such head: a claim about it cannot hold here."""
-    n_layers, n_columns = shape
-    if 0 <= layer < n_layers and 0 <= head < n_columns:
-        return None
-    return ClaimVerdict(
-        text=claim.text,
-        metric="",
-        value=math.nan,
-        threshold=math.nan,
-        passed=False,
-        detail=f"this model has no {format_head(layer, head)}: the {claim.site} grid has layers 0..{n_layers - 1} and columns {', '.join(labels)}",
+        levels=levels,
     )
 
 
@@ -260,7 +142,9 @@ def _check_together(claim: PatchClaim, evidence: Evidence, levels: Levels) -> Cl
     names = "+".join(format_head(layer, head) for layer, head in claim.heads)
     runs = evidence.runs
     for layer, head in claim.heads:
-        missing = _missing_head(claim, runs.grid_shape(claim.site), runs.labels(claim.site), layer, head)
+        missing = missing_head(
+            claim.text, claim.site, runs.grid_shape(claim.site), runs.labels(claim.site), layer, head
+        )
         if missing is not None:
             return replace(missing, metric=f"recovery:{claim.site}@{names}", threshold=claim.min_recovery)
     patched = runs.heads_together_pairs(claim.site, claim.heads)  # [pair]
@@ -316,13 +200,13 @@ def run_patching_checks(
 
     outcomes: dict[str, CheckOutcome] = {}
     bridge = model.bridge
-    # Cases with the same pairs share one set of runs and sweeps, computed for all their claims.
-    groups: dict[tuple[PairSpec, ...], list[PatchingCase]] = {}
+    # Cases with the same pairs (and ablation) share one set of runs and sweeps, computed for all their claims.
+    groups: dict[tuple[tuple[PairSpec, ...], AblationSpec], list[PatchingCase]] = {}
     for case in cases:
         assert isinstance(case, PatchingCase)
-        groups.setdefault(case.pairs, []).append(case)
+        groups.setdefault((case.pairs, case.ablation), []).append(case)
     number = 0
-    for specs, group in groups.items():
+    for (specs, ablation), group in groups.items():
         number += len(group)
         names = ", ".join(case.name for case in group)
         print(f"seqprobe: patching case {number}/{len(cases)}: {names} ({len(specs)} pairs)", file=sys.stderr)
@@ -335,13 +219,17 @@ def run_patching_checks(
                 for p in specs
             ]
             claims = [c for case in group for c in case.claims]
-            evidence = gather_evidence(bridge, pairs, claims, everything=detail, max_memory=max_memory)
+            evidence = gather_evidence(
+                bridge, pairs, claims, everything=detail, max_memory=max_memory, ablation=ablation, where=where
+            )
         except SeqprobeError as error:
             for case in group:
                 outcomes[case.case_id] = CheckOutcome(prompt=specs[0].clean, answer=specs[0].answer, error=error)
             continue
         # The same evidence draws the same pictures: once for every case of the group.
         drawn = figures(evidence, n_pairs=len(specs), level=interval_level) if detail else []
+        if detail and evidence.circuits is not None:
+            drawn += circuit_figures(evidence.circuits, level=interval_level)
         for case in group:
             outcomes[case.case_id] = _outcome(case, evidence, model_name, interval_level=interval_level, drawn=drawn)
     return outcomes

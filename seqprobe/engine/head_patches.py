@@ -11,14 +11,16 @@ outputs does not depend on which configuration patches it:
 So every head's patched output is computed once, for all heads (`head_replacements`, one product),
 and each configuration's heads are taken from it in one indexed write (`write_heads`): the number
 of operations does not grow with the number of configurations. A sweep's configurations of one
-layer start from the target's cached z (`head_entries`); heads patched together in a resumed run
-use the run's own pattern and values at their layer (seqprobe.engine.resume).
+layer start from the target's cached z (`head_entries`, on `replaced_head_entries`, which path
+patching shares); heads patched together in a resumed run use the run's own pattern and values at
+their layer (`HeadPatch.rewrite`, called by seqprobe.engine.resume).
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -29,7 +31,19 @@ from seqprobe.engine.stack import Entry
 from seqprobe.errors import PatchingError
 from seqprobe.vocabulary.heads import format_head
 
-__all__ = ["HeadPatch", "head_entries", "head_replacements", "heads_by_layer", "n_head_columns", "write_heads"]
+if TYPE_CHECKING:
+    from seqprobe.engine.resume import AttentionStep
+
+__all__ = [
+    "HeadPatch",
+    "head_entries",
+    "head_replacements",
+    "heads_by_layer",
+    "n_head_columns",
+    "replaced_head_entries",
+    "write_heads",
+    "write_step_heads",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +54,38 @@ class HeadPatch:
     # layer -> its patched heads (key/value heads for "v").
     heads: Mapping[int, tuple[int, ...]]
     source: Run
+
+    @property
+    def layers(self) -> Collection[int]:
+        return self.heads.keys()
+
+    def rewrite(
+        self, forward: ResumableForward, step: AttentionStep, z: Float[Tensor, "row q_pos head d_head"]
+    ) -> None:
+        """Write the patched heads' outputs at `step`'s layer into `z`, in place, for every configuration."""
+        values = step.v
+        if self.site == "pattern":
+            # The run's own values at every key: [config*pair kv_head k_pos d_head] (one configuration: a small copy)
+            values = torch.cat([step.prefix_v.repeat(step.n_config, 1, 1, 1), step.v], dim=2)
+        replacements = head_replacements(
+            forward, self.site, source=self.source, layer=step.layer, q_start=step.q_start, pattern=step.pattern,
+            values=values,
+        )  # fmt: skip  # [config*pair q_pos head d_head]
+        write_step_heads(forward, self.site, step, z, replacements, self.heads[step.layer])
+
+
+def write_step_heads(
+    forward: ResumableForward,
+    site: str,
+    step: AttentionStep,
+    z: Float[Tensor, "row q_pos head d_head"],
+    replacements: Float[Tensor, "row q_pos head d_head"],
+    heads: Sequence[int],
+) -> None:
+    """`write_heads` in a resumed batch's attention step: the same `heads` for every configuration, in place."""
+    columns = torch.tensor(heads).expand(step.n_config, -1)  # [config column]
+    by_config = (step.n_config, -1)  # [config*pair ...] -> [config pair ...]: views, so the write lands in z
+    write_heads(forward, site, z.unflatten(0, by_config), replacements.unflatten(0, by_config), columns)
 
 
 def n_head_columns(forward: ResumableForward, site: str) -> int:
@@ -120,6 +166,32 @@ def head_entries(
 
     Built as they are asked for, so a chunked run holds one layer's entry at a time.
     """
+
+    def replacements(layer: int) -> Float[Tensor, "pair pos head d_head"]:
+        # The target's own attention at this layer, for the queries the patch can change.
+        return head_replacements(
+            forward, site, source=source, layer=layer, q_start=start,
+            pattern=target["pattern", layer][:, :, start:] if site == "v" else None, values=target["v", layer],
+        )  # fmt: skip
+
+    return replaced_head_entries(forward, target, start, site, wanted=wanted, replacements=replacements)
+
+
+def replaced_head_entries(
+    forward: ResumableForward,
+    target: Run,
+    start: int,
+    site: str,
+    *,
+    wanted: Bool[Tensor, "layer column"],
+    replacements: Callable[[int], Float[Tensor, "pair pos head d_head"]],
+) -> Iterator[Entry]:
+    """`head_entries` with each layer's patched head outputs (positions start..) from `replacements(layer)`.
+
+    A configuration writes its column of the grid (a key/value head's group for "v", `write_heads`)
+    into the target's z and joins the resumed run at the layer's MLP. `replacements` is called
+    once per layer with wanted columns, when that layer's entry is asked for.
+    """
     n_columns = wanted.shape[1]
     for layer in range(forward.n_layers):
         columns = wanted[layer].nonzero()[:, 0]
@@ -127,12 +199,7 @@ def head_entries(
             continue
         z_target = target["z", layer][:, start:]  # [pair pos head d_head]
         z = z_target.expand(len(columns), *z_target.shape).clone()  # [config pair pos head d_head]
-        # The target's own attention at this layer, for the queries the patch can change.
-        replacements = head_replacements(
-            forward, site, source=source, layer=layer, q_start=start,
-            pattern=target["pattern", layer][:, :, start:] if site == "v" else None, values=target["v", layer],
-        )  # fmt: skip  # [pair pos head d_head]
-        write_heads(forward, site, z, replacements, columns[:, None])
+        write_heads(forward, site, z, replacements(layer), columns[:, None])
         resid = target["resid_pre", layer][:, start:] + forward.attention_output(layer, z)
         yield Entry(stage=2 * layer + 1, start=start, resid=resid, cells=columns + layer * n_columns)
 

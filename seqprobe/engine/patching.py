@@ -40,6 +40,11 @@ the levers that keep it exact). Heads claimed to work together are patched toget
 run (`PatchingRuns.patch_heads_together`): a sum of single-head recoveries would not be the same.
 The metric and recovery are defined once, in `seqprobe.engine.metric`.
 
+Path patching (`prepare_patching(paths=True)`, then `PatchingRuns.path_sweep`, `path_logits_sweep`
+and `path_pairs`): the difference sender heads write, delivered to one receiver only — a later
+head's query, key or value input, or the logits (seqprobe.engine.path_patching, path_logits). Its
+site names are "path:q", "path:k", "path:v" and "path:logits".
+
 Results equal transformer_lens.patching's to 1e-4 (tests/engine/test_patching.py; `seqprobe bench` shows
 the times and the largest difference on a real model).
 """
@@ -68,6 +73,13 @@ from seqprobe.engine.metric import (
     run_metric,
 )
 from seqprobe.engine.pairs import PatchingPair, make_pair
+from seqprobe.engine.path_logits import path_logits_grid, path_logits_metric
+from seqprobe.engine.path_patching import (
+    PATH_NEEDS,
+    path_heads_metric,
+    path_metric_grid,
+    receiver_site,
+)
 from seqprobe.engine.resume import (
     check_sites,
     first_difference,
@@ -77,6 +89,7 @@ from seqprobe.engine.resume import (
     patched_metric_grid,
 )
 from seqprobe.errors import PatchingError
+from seqprobe.vocabulary.circuits import LOGITS
 from seqprobe.vocabulary.heads import format_head, format_layer
 from seqprobe.vocabulary.sites import POSITION_SITES, SITES
 
@@ -157,7 +170,8 @@ class PatchingRuns:
 
     The clean run also serves the linear views of seqprobe.engine.attribution (direct logit
     attribution, the logit lens), which read it instead of running the clean prompts again:
-    `keep_clean` names what they need beyond the sites' patches.
+    `keep_clean` names what they need beyond the sites' patches. `paths` keeps what path patching
+    reads as well.
     """
 
     def __init__(
@@ -169,6 +183,7 @@ class PatchingRuns:
         min_gap: float = DEFAULT_MIN_GAP,
         keep_clean: Collection[str] = (),
         max_memory: int | None = None,
+        paths: bool = False,
     ) -> None:
         check_sites(sites)
         self.bridge = bridge
@@ -176,6 +191,7 @@ class PatchingRuns:
         self.max_memory = max_memory
         self.pairs = tuple(pairs)
         self.sites = tuple(sites)
+        self.paths = paths
         self.min_gap = min_gap
         self.forward = resumable_forward(bridge.original_model)
         _check_lengths(self.pairs)
@@ -184,9 +200,11 @@ class PatchingRuns:
         clean = readout_rows(self.pairs, self.readout, [p.clean for p in self.pairs])  # [row pos]
         corrupted = readout_rows(self.pairs, self.readout, [p.corrupted for p in self.pairs])
         with torch.inference_mode():
-            keep = needed_activations(sites, role="source") | frozenset(keep_clean)
+            source_needs, target_needs = PATH_NEEDS if paths else (frozenset(), frozenset())
+            keep = needed_activations(sites, role="source") | frozenset(keep_clean) | source_needs
             self.clean = self.forward.run(clean.to(device), keep=keep)
-            self.corrupted = self.forward.run(corrupted.to(device), keep=needed_activations(sites, role="target"))
+            keep = needed_activations(sites, role="target") | target_needs
+            self.corrupted = self.forward.run(corrupted.to(device), keep=keep)
             self.clean_pairs = run_metric(self.forward, self.clean, self.readout).float().cpu()
             self.corrupted_pairs = run_metric(self.forward, self.corrupted, self.readout).float().cpu()
         self.clean_metric = float(self.clean_pairs.mean())
@@ -246,9 +264,57 @@ class PatchingRuns:
             )
         return metric.float().cpu()
 
+    def path_sweep(
+        self, senders: Collection[tuple[int, int]], input: str, *, cells: Bool[Tensor, "layer column"] | None = None
+    ) -> SweepResult:
+        """The path from `senders` (layer, head) into each later head's `input` ("q", "k", "v") alone.
+
+        Columns are key/value heads for "k" and "v"; rows up to the last sender's layer are NaN,
+        and so are the cells outside `cells`.
+        """
+        self._check_paths()
+        with torch.inference_mode():
+            lanes = max_lanes(self.forward, n_keys=self.corrupted.tokens.shape[1], budget=self.max_memory)
+            grid = path_metric_grid(
+                self.forward, source=self.clean, target=self.corrupted, senders=senders, input=input,
+                readout=self.readout, cells=cells, max_lanes=lanes,
+            )  # fmt: skip  # [layer column pair]
+        return self.result(f"path:{input}", grid.mean(-1), pair_metric=grid)
+
+    def path_logits_sweep(self) -> SweepResult:
+        """Every head alone as the sender of a path into the logits, [layer head]."""
+        self._check_paths()
+        with torch.inference_mode():
+            grid = path_logits_grid(self.forward, source=self.clean, target=self.corrupted, readout=self.readout)
+        return self.result(f"path:{LOGITS}", grid.mean(-1), pair_metric=grid)
+
+    def path_pairs(
+        self, senders: Collection[tuple[int, int]], *, input: str, receivers: Collection[tuple[int, int]] = ()
+    ) -> Float[Tensor, " pair"]:
+        """Each pair's metric with the path from `senders` into the logits (`input="logits"`), or into
+        every receiver's `input` at once (key/value heads for "k" and "v")."""
+        self._check_paths()
+        clean, corrupted, readout = self.clean, self.corrupted, self.readout
+        with torch.inference_mode():
+            if input == LOGITS:
+                metric = path_logits_metric(
+                    self.forward, source=clean, target=corrupted, senders=senders, readout=readout
+                )
+            else:
+                metric = path_heads_metric(
+                    self.forward, source=clean, target=corrupted, senders=senders, receivers=receivers,
+                    input=input, readout=readout,
+                )  # fmt: skip
+        return metric.float().cpu()
+
     def _check_prepared(self, site: str) -> None:
         if site not in self.sites:
             raise PatchingError(f"site {site!r} was not prepared; these runs cached {self.sites}")
+        check_gap(self.clean_metric, self.corrupted_metric, min_gap=self.min_gap)
+
+    def _check_paths(self) -> None:
+        if not self.paths:
+            raise PatchingError("path patching was not prepared; call prepare_patching(..., paths=True)")
         check_gap(self.clean_metric, self.corrupted_metric, min_gap=self.min_gap)
 
     def result(
@@ -280,6 +346,9 @@ class PatchingRuns:
         if site in POSITION_SITES:
             pieces = self.bridge.to_str_tokens(self.pairs[0].clean)
             return tuple(f"{_display(piece)}_{i}" for i, piece in enumerate(pieces))
+        # A path's receivers into keys or values are key/value heads, like the "v" grid's columns.
+        if site.startswith("path:") and site != f"path:{LOGITS}":
+            site = receiver_site(site.removeprefix("path:"))
         if site == "v" and self.forward.n_kv_heads != self.forward.n_heads:
             return head_columns(self.forward.n_kv_heads, key_value=True)
         return head_columns(self.forward.n_heads)
@@ -293,9 +362,12 @@ def prepare_patching(
     min_gap: float = DEFAULT_MIN_GAP,
     keep_clean: Collection[str] = (),
     max_memory: int | None = None,
+    paths: bool = False,
 ) -> PatchingRuns:
-    """Run and cache the clean and corrupted prompts, keeping only what `sites` (and `keep_clean`) need."""
-    return PatchingRuns(bridge, pairs, sites=sites, min_gap=min_gap, keep_clean=keep_clean, max_memory=max_memory)
+    """Run and cache the clean and corrupted prompts, keeping only what `sites` (and `keep_clean`, `paths`) need."""
+    return PatchingRuns(
+        bridge, pairs, sites=sites, min_gap=min_gap, keep_clean=keep_clean, max_memory=max_memory, paths=paths
+    )
 
 
 def patch_sweep(

@@ -29,7 +29,9 @@ Every patched run's metric comes back per pair, so that intervals can resample t
 
 Two kinds of patched run: `patched_metric_grid` patches one activation at a time, every cell of a
 site's grid stacked in one resumed batch; `patched_heads_metric` patches several heads at once in
-one resumed run, where a later head reads the stream the earlier patched heads changed.
+one resumed run, where a later head reads the stream the earlier patched heads changed. Path
+patching (seqprobe.engine.path_patching) builds on both: its grid's entries go through `fill_grid`,
+and its receivers patched together are a `LayerPatch` that `resume_patched` applies.
 
 Memory: only the activations a site needs are cached (`needed_activations`, transformer_lens's
 `names_filter`), and the stacked batch peaks at configurations × pairs × patched positions rows of
@@ -43,22 +45,16 @@ differently from one of many.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
-from typing import Literal
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from seqprobe.engine.forward import ResumableForward, Run
-from seqprobe.engine.head_patches import (
-    HeadPatch,
-    head_entries,
-    head_replacements,
-    heads_by_layer,
-    n_head_columns,
-    write_heads,
-)
+from seqprobe.engine.head_patches import HeadPatch, head_entries, heads_by_layer, n_head_columns
 from seqprobe.engine.metric import Readout, run_metric
 from seqprobe.engine.shared_prefix import attend_after_prefix
 from seqprobe.engine.stack import Entry, chunks, group_by_start
@@ -66,12 +62,17 @@ from seqprobe.errors import PatchingError
 from seqprobe.vocabulary.sites import HEAD_SITES, POSITION_SITES, SITES
 
 __all__ = [
+    "AttentionStep",
+    "LayerPatch",
     "check_sites",
-    "grid_shape",
+    "fill_grid",
     "first_difference",
+    "grid_shape",
     "needed_activations",
     "patched_heads_metric",
     "patched_metric_grid",
+    "resume_patched",
+    "start_grid",
 ]
 
 # The cached activations each site's patches are built from: (from the source run, from the target run).
@@ -83,6 +84,38 @@ _NEEDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "v": (frozenset({"v"}), frozenset({"resid_pre", "z", "pattern", "k", "v"})),
     "pattern": (frozenset({"pattern"}), frozenset({"resid_pre", "z", "k", "v"})),
 }
+
+
+@dataclass(frozen=True)
+class AttentionStep:
+    """One attention sublayer of a resumed batch, as a patch at that layer sees it (rows: config × pair)."""
+
+    layer: int
+    # The first position computed, and the first whose query runs (later in the last block).
+    start: int
+    q_start: int
+    n_config: int
+    # The stream entering the sublayer at positions start.. .
+    resid: Float[Tensor, "row pos d_model"]
+    # The run's own queries (positions q_start..), keys and values (positions start..), and attention.
+    q: Float[Tensor, "row head q_pos d_head"]
+    k: Float[Tensor, "row kv_head pos d_head"]
+    v: Float[Tensor, "row kv_head pos d_head"]
+    pattern: Float[Tensor, "row head q_pos k_pos"]
+    # The target's keys and values before `start`, shared by every configuration.
+    prefix_k: Float[Tensor, "pair kv_head prefix d_head"]
+    prefix_v: Float[Tensor, "pair kv_head prefix d_head"]
+
+
+class LayerPatch(Protocol):
+    """What a resumed run changes at some layers' attention sublayer: heads' outputs, rewritten in place."""
+
+    @property
+    def layers(self) -> Collection[int]: ...
+
+    def rewrite(
+        self, forward: ResumableForward, step: AttentionStep, z: Float[Tensor, "row q_pos head d_head"]
+    ) -> None: ...
 
 
 def needed_activations(sites: Collection[str], *, role: Literal["source", "target"]) -> frozenset[str]:
@@ -134,19 +167,42 @@ def patched_metric_grid(
     if wanted.shape != (n_layers, n_columns):
         raise PatchingError(f"{site}: cells are {tuple(wanted.shape)}, the grid is {(n_layers, n_columns)}")
     start = first_difference(source.tokens, target.tokens)
-    own = run_metric(forward, target, readout)  # [pair]
-    grid = own.expand(n_layers * n_columns, -1).clone()  # [cell pair]
-    grid[~wanted.flatten().to(grid.device)] = torch.nan
+    grid = start_grid(forward, target, readout, wanted)  # [cell pair]
     # Patches before the first differing position are no-ops: those cells keep the target's metric.
-    if start > readout.first:
-        return grid.view(n_layers, n_columns, -1)
-    build = _position_entries if site in POSITION_SITES else head_entries
-    entries = build(forward, source, target, start, site, wanted=wanted)  # built as the chunks ask
+    if start <= readout.first:
+        build = _position_entries if site in POSITION_SITES else head_entries
+        entries = build(forward, source, target, start, site, wanted=wanted)  # built as the chunks ask
+        fill_grid(forward, target, entries, readout, grid, max_lanes=max_lanes)
+    return grid.view(n_layers, n_columns, -1)
+
+
+def start_grid(
+    forward: ResumableForward, target: Run, readout: Readout, wanted: Bool[Tensor, "layer column"]
+) -> Float[Tensor, "cell pair"]:
+    """A grid's cells before any is computed: the target's own metric where wanted, NaN elsewhere."""
+    own = run_metric(forward, target, readout)  # [pair]
+    grid = own.expand(wanted.numel(), -1).clone()  # [cell pair]
+    grid[~wanted.flatten().to(grid.device)] = torch.nan
+    return grid
+
+
+def fill_grid(
+    forward: ResumableForward,
+    target: Run,
+    entries: Iterable[Entry],
+    readout: Readout,
+    grid: Float[Tensor, "cell pair"],
+    *,
+    max_lanes: int | None,
+) -> None:
+    """Resume every entry's configurations to the metric and write it into `grid` at their cells, in place.
+
+    With `max_lanes`, in chunks of at most that many lanes, each chunk's entries built when it runs.
+    """
     for stack in [list(entries)] if max_lanes is None else chunks(entries, max_lanes):
         if stack:
             computed = torch.cat([entry.cells for entry in stack])
             grid[computed.to(grid.device)] = _resume_stacked(forward, target, stack, readout)
-    return grid.view(n_layers, n_columns, -1)
 
 
 def patched_heads_metric(
@@ -171,14 +227,21 @@ def patched_heads_metric(
     start = first_difference(source.tokens, target.tokens)
     if start > readout.first or not by_layer:
         return run_metric(forward, target, readout)
-    first = min(by_layer)
+    patch = HeadPatch(site=site, heads=by_layer, source=source)
+    return resume_patched(forward, target, readout, patch=patch, start=start)
+
+
+def resume_patched(
+    forward: ResumableForward, target: Run, readout: Readout, *, patch: LayerPatch, start: int
+) -> Float[Tensor, " pair"]:
+    """Each pair's metric of `target`'s run resumed at `patch`'s first layer for positions start.., patched there on."""
+    first = min(patch.layers)
     entry = Entry(
         stage=2 * first,
         start=start,
         resid=target["resid_pre", first][None, :, start:],
         cells=torch.zeros(1, dtype=torch.long),
     )
-    patch = HeadPatch(site=site, heads=by_layer, source=source)
     return _resume_stacked(forward, target, [entry], readout, patch=patch)[0]
 
 
@@ -230,7 +293,7 @@ def _resume_stacked(
     entries: Sequence[Entry],
     readout: Readout,
     *,
-    patch: HeadPatch | None = None,
+    patch: LayerPatch | None = None,
 ) -> Float[Tensor, "cell pair"]:
     """Every entry from its stage to the logits, as one stacked batch updated in place (`StartGroup`)."""
     n_layers = forward.n_layers
@@ -278,7 +341,7 @@ def _attention_step(
     resid: Float[Tensor, "config pair pos d_model"],
     *,
     read_from: int,
-    patch: HeadPatch | None = None,
+    patch: LayerPatch | None = None,
 ) -> None:
     """The attention sublayer for positions start.., added to `resid` in place; earlier keys and values are `target`'s.
 
@@ -293,20 +356,15 @@ def _attention_step(
     if layer == forward.n_layers - 1:
         skip = read_from - start
         q, q_start, updated = q[:, :, skip:], read_from, resid[:, :, skip:]
+    prefix_k, prefix_v = target["k", layer][:, :, :start], target["v", layer][:, :, :start]
     pattern, z = attend_after_prefix(
-        forward, layer, q, k, v, q_start=q_start,
-        prefix_k=target["k", layer][:, :, :start], prefix_v=target["v", layer][:, :, :start],
-    )  # fmt: skip  # [config*pair head q_pos k_pos], [config*pair q_pos head d_head]
-    if patch is not None and layer in patch.heads:
-        # The run's own values at every key, for a patched pattern to mix: [config*pair kv_head k_pos d_head]
-        prefix_v = target["v", layer][:, :, :start].repeat(n_config, 1, 1, 1)  # one configuration: a small copy
-        values = torch.cat([prefix_v, v], dim=2) if patch.site == "pattern" else v
-        replacements = head_replacements(
-            forward, patch.site, source=patch.source, layer=layer, q_start=q_start, pattern=pattern, values=values
-        )  # [config*pair q_pos head d_head]
-        heads = torch.tensor(patch.heads[layer]).expand(n_config, -1)  # [config column]
-        # [config*pair ...] -> [config pair ...]: z is a view, so the write lands in it
-        by_config = (n_config, n_pair)
-        write_heads(forward, patch.site, z.unflatten(0, by_config), replacements.unflatten(0, by_config), heads)
+        forward, layer, q, k, v, q_start=q_start, prefix_k=prefix_k, prefix_v=prefix_v
+    )  # [config*pair head q_pos k_pos], [config*pair q_pos head d_head]
+    if patch is not None and layer in patch.layers:
+        step = AttentionStep(
+            layer=layer, start=start, q_start=q_start, n_config=n_config, resid=rows, q=q, k=k, v=v,
+            pattern=pattern, prefix_k=prefix_k, prefix_v=prefix_v,
+        )  # fmt: skip
+        patch.rewrite(forward, step, z)
     out = forward.attention_output(layer, z)  # [config*pair pos d_model]
     updated += out.view(n_config, n_pair, -1, d_model)
