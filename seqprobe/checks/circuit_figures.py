@@ -68,7 +68,13 @@ def circuit_figures(evidence: CircuitEvidence, *, level: float = DEFAULT_LEVEL) 
                 colorbar_label="recovery",
             )
         )
-    specs += [_curve(claim.ranking, curve, level=level) for claim, curve in evidence.curves.items()]
+    # One curve per ranking and ablation: a shorter curve's points are the longest one's first.
+    longest: dict[tuple[str, AblationSpec], tuple[str, Curve]] = {}
+    for claim, curve in evidence.curves.items():
+        key = (claim.ranking, curve.ablation)
+        if key not in longest or len(curve.ranking) > len(longest[key][1].ranking):
+            longest[key] = (claim.ranking, curve)
+    specs += [_curve(ranking, curve, level=level) for ranking, curve in longest.values()]
     return [spec.to_json() for spec in specs]
 
 
@@ -84,6 +90,7 @@ def _curve(ranking: str, curve: Curve, *, level: float) -> LineSpec:
     ]
     by = {"z": "z patching", "path_logits": "direct path to the logits"}[ranking]
     return LineSpec(
+        # A group's cases share one ablation, which a claim changes only by its method: unique names.
         name=f"faithfulness_{ranking}_{curve.ablation.method}",
         title=(
             f"Faithfulness of the top-k heads by {by}: area {float(fractions.mean()):.3f}, {level:.0%} interval over "

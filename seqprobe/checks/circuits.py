@@ -12,6 +12,10 @@ A case's circuit claims are measured together, on the runs its other claims use:
   batched run, and the ablations of each direction and position in one more. Their numbers are
   on the circuit scale: (m − m(∅)) / (m(full) − m(∅)), 0 = the whole scope switched off, 1 = the
   clean model, with an interval over the pairs like recovery's.
+
+A claim that names a head or component the model lacks is not measured and fails with what the
+model has, as a patch claim on a missing head does; the case's other claims are measured as usual.
+The verdicts are seqprobe.checks.circuit_verdicts'.
 """
 
 from __future__ import annotations
@@ -24,23 +28,20 @@ from typing import TYPE_CHECKING
 from seqprobe.casefiles.circuit_claims import AblateClaim, CurveClaim, FaithfulnessClaim, NecessityClaim
 from seqprobe.casefiles.circuits import AblationSpec
 from seqprobe.casefiles.path_claims import PathClaim
-from seqprobe.checks.judging import ClaimVerdict, Levels, judged, only_column, rank_verdict, recovery_interval
 from seqprobe.errors import TokenizationError
-from seqprobe.records.intervals import Interval
 from seqprobe.vocabulary.circuits import LOGITS, Component
 from seqprobe.vocabulary.heads import format_head
 
 if TYPE_CHECKING:
-    import numpy as np
     from jaxtyping import Float
-    from numpy.typing import NDArray
     from torch import Tensor
 
     from seqprobe.casefiles.claims import Claim
     from seqprobe.engine.circuits import CircuitRuns
+    from seqprobe.engine.forward import ResumableForward
     from seqprobe.engine.patching import PatchingRuns, SweepResult
 
-__all__ = ["CIRCUIT_CLAIMS", "CircuitEvidence", "Curve", "check_circuit_claim", "gather_circuits"]
+__all__ = ["CIRCUIT_CLAIMS", "CircuitEvidence", "Curve", "ablation_of", "gather_circuits"]
 
 CIRCUIT_CLAIMS = (PathClaim, AblateClaim, FaithfulnessClaim, NecessityClaim, CurveClaim)
 Heads = tuple[tuple[int, int], ...]
@@ -71,6 +72,10 @@ class CircuitEvidence:
     curves: Mapping[CurveClaim, Curve]
     # The circuit runs (their m(full) and m(∅)) each ablation or circuit claim was measured on.
     circuit_runs: Mapping[Claim, CircuitRuns]
+    # Claims that name a head or component the model lacks, with what it has: they fail, unmeasured.
+    absent: Mapping[Claim, str]
+    # The case's ablation, which names the metrics of claims that were not measured.
+    ablation: AblationSpec
 
 
 def ablation_of(claim: Claim, ablation: AblationSpec) -> AblationSpec:
@@ -94,9 +99,12 @@ def gather_circuits(
     `sweeps` are the case's patching sweeps (a curve ranked by `z` reads the whole z grid);
     `everything` also computes the path sweeps a report draws for the receivers claims name.
     """
-    ours = [claim for claim in claims if isinstance(claim, CIRCUIT_CLAIMS)]
-    if not ours:
+    named = [claim for claim in claims if isinstance(claim, CIRCUIT_CLAIMS)]
+    if not named:
         return None
+    # A claim on a head this model lacks fails on its own; the case's other claims are still measured.
+    absent = {claim: words for claim in named if (words := _absent(claim, runs.forward))}
+    ours = [claim for claim in named if claim not in absent]
     paths = [claim for claim in ours if isinstance(claim, PathClaim)]
     path_sweeps = {
         (claim.senders, claim.input): runs.path_sweep(claim.senders, claim.input)
@@ -129,6 +137,8 @@ def gather_circuits(
         measured=measured,
         curves=curves,
         circuit_runs={claim: circuit_runs[ablation_of(claim, ablation)] for claim in ablated},
+        absent=absent,
+        ablation=ablation,
     )
 
 
@@ -225,123 +235,28 @@ def _measure(
     return measured
 
 
-def check_circuit_claim(claim: Claim, evidence: CircuitEvidence, levels: Levels) -> ClaimVerdict:
-    """One circuit claim's verdict, judged like every claim (seqprobe.checks.judging)."""
+def _absent(claim: Claim, forward: ResumableForward) -> str:
+    """What a claim names that the model lacks, with what the model has; "" when it names nothing absent."""
     if isinstance(claim, PathClaim):
-        return _check_path(claim, evidence, levels)
-    if isinstance(claim, CurveClaim):
-        return _check_curve(claim, evidence.curves[claim], levels)
-    assert isinstance(claim, (AblateClaim, FaithfulnessClaim, NecessityClaim))
-    circuit_runs = evidence.circuit_runs[claim]
-    patched = evidence.measured[claim]  # [pair]
-    value = float(circuit_runs.fraction(patched.mean()))
-    lower_is_better = isinstance(claim, NecessityClaim) or (
-        isinstance(claim, AblateClaim) and claim.direction == "noising"
-    )
-    if isinstance(claim, FaithfulnessClaim):
-        threshold, family, what = claim.min_faithfulness, "faithfulness", f"circuit {_circuit_name(claim)} alone keeps"
-        subject = _circuit_name(claim)
-    elif isinstance(claim, NecessityClaim):
-        threshold, family, what = claim.max_fraction, "fraction", f"switching off circuit {_circuit_name(claim)} leaves"
-        subject = f"noising:{_circuit_name(claim)}"
+        kv_receivers = claim.input in ("k", "v") and claim.key_value
+        named = [(format_head(*head), *head, forward.n_heads) for head in claim.senders] + [
+            (
+                format_head(*head, key_value=claim.key_value),
+                *head,
+                forward.n_kv_heads if kv_receivers else forward.n_heads,
+            )
+            for head in claim.receivers
+        ]
+    elif isinstance(claim, CurveClaim):
+        return ""
     else:
-        bound = claim.max_fraction if claim.direction == "noising" else claim.min_fraction
-        assert bound is not None
-        names = "+".join(c.name for c in claim.components)
-        threshold, family = bound, "fraction"
-        what = f"{'switching off' if claim.direction == 'noising' else 'giving back only'} {names} leaves"
-        subject = f"{claim.direction}:{names}@{'all' if claim.at is None else claim.at}"
-    method = circuit_runs.method
-    return judged(
-        interval=lambda level: recovery_interval(
-            patched[:, None], circuit_runs.full_pairs, circuit_runs.empty_pairs, reduce=only_column, level=level
-        ),
-        levels=levels,
-        text=claim.text,
-        metric=f"{family}:{subject}/{method}",
-        value=value,
-        threshold=threshold,
-        detail=f"{what} {value:.3f} of the clean behaviour ({_scale_words(circuit_runs)})",
-        lower_is_better=lower_is_better,
-    )
-
-
-def _check_path(claim: PathClaim, evidence: CircuitEvidence, levels: Levels) -> ClaimVerdict:
-    runs = evidence.runs
-    senders = "+".join(format_head(*head) for head in claim.senders)
-    receivers = "+".join(format_head(*head, key_value=claim.key_value) for head in claim.receivers)
-    if claim.top_k is not None:
-        ((layer, column),) = claim.receivers
-        sweep = evidence.path_sweeps[claim.senders, claim.input]
-        metric = f"rank:path:{senders}->{receivers}.{claim.input}"
-        return rank_verdict(sweep, layer, column, top_k=claim.top_k, text=claim.text, metric=metric, levels=levels)
-    assert claim.min_recovery is not None
-    target = LOGITS if claim.input == LOGITS else f"{receivers}.{claim.input}"
-    patched = evidence.measured[claim]  # [pair]
-    value = float((patched.mean() - runs.corrupted_metric) / (runs.clean_metric - runs.corrupted_metric))
-    return judged(
-        interval=lambda level: recovery_interval(
-            patched[:, None], runs.clean_pairs, runs.corrupted_pairs, reduce=only_column, level=level
-        ),
-        levels=levels,
-        text=claim.text,
-        metric=f"recovery:path:{senders}->{target}",
-        value=value,
-        threshold=claim.min_recovery,
-        detail=f"the path from {senders} to {target} alone recovers {value:.3f}",
-    )
-
-
-def _check_curve(claim: CurveClaim, curve: Curve, levels: Levels) -> ClaimVerdict:
-    circuit_runs = curve.runs
-    fractions = circuit_runs.fraction(curve.metric.mean(-1))  # [k]
-    area = float(fractions.mean())
-    best = int(fractions.argmax())
-    detail = (
-        f"mean faithfulness {area:.3f} over k = 1..{len(curve.ranking)} ({_scale_words(circuit_runs)}); "
-        f"highest {float(fractions[best]):.3f} at k = {best + 1}; top 3: {', '.join(c.name for c in curve.ranking[:3])}"
-    )
-    metric = f"curve_area:{claim.ranking}[1..{len(curve.ranking)}]/{circuit_runs.method}"
-
-    def interval(level: float) -> Interval:
-        return recovery_interval(
-            curve.metric.T, circuit_runs.full_pairs, circuit_runs.empty_pairs, reduce=_mean, level=level
-        )
-
-    if claim.min_area is None:
-        # A curve drawn without a bar: its area is recorded, and a baseline catches it moving.
-        return ClaimVerdict(
-            text=claim.text,
-            metric=metric,
-            value=area,
-            threshold=math.nan,
-            passed=True,
-            detail=detail + "; no bar: recorded for baselines",
-            interval=interval(levels.report),
-        )
-    return judged(
-        interval=interval,
-        levels=levels,
-        text=claim.text,
-        metric=metric,
-        value=area,
-        threshold=claim.min_area,
-        detail=detail,
-    )
-
-
-def _scale_words(circuit_runs: CircuitRuns) -> str:
-    """What 0 and 1 mean on the circuit scale, in this case's numbers."""
+        assert isinstance(claim, (AblateClaim, FaithfulnessClaim, NecessityClaim))
+        named = [(c.name, c.layer, c.head or 0, forward.n_heads) for c in claim.components]
+    missing = [name for name, layer, head, n_heads in named if not (layer < forward.n_layers and head < n_heads)]
+    if not missing:
+        return ""
+    kv = f", {forward.n_kv_heads} key/value heads" if forward.n_kv_heads != forward.n_heads else ""
     return (
-        f"0 = scope {circuit_runs.scope} switched off, metric {circuit_runs.empty_metric:.3f}; "
-        f"1 = the clean model, {circuit_runs.full_metric:.3f}; {circuit_runs.method} ablation"
+        f"this model has no {', '.join(missing)}: it has layers 0..{forward.n_layers - 1} and {forward.n_heads} "
+        f"heads (0..{forward.n_heads - 1}){kv} per layer"
     )
-
-
-def _circuit_name(claim: FaithfulnessClaim | NecessityClaim) -> str:
-    return claim.circuit or "+".join(c.name for c in claim.components)
-
-
-def _mean(values: NDArray[np.float64]) -> NDArray[np.float64]:
-    """The `reduce` of a curve's area: [resample k] -> [resample], the mean over its points."""
-    return values.mean(axis=1)

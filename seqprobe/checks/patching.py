@@ -23,7 +23,8 @@ from seqprobe.casefiles.circuits import AblationSpec
 from seqprobe.casefiles.claims import AttributionClaim, Claim, LogitLensClaim, PatchClaim
 from seqprobe.casefiles.patching import PairSpec, PatchingCase
 from seqprobe.checks.circuit_figures import circuit_figures
-from seqprobe.checks.circuits import CIRCUIT_CLAIMS, check_circuit_claim
+from seqprobe.checks.circuit_verdicts import check_circuit_claim
+from seqprobe.checks.circuits import CIRCUIT_CLAIMS
 from seqprobe.checks.evidence import Evidence, gather_evidence
 from seqprobe.checks.figures import figures
 from seqprobe.checks.judging import (

@@ -255,9 +255,10 @@ def test_starter_library_parses_with_expected_sizes() -> None:
     }
     assert sizes == {
         "capitals.seqprobe.yaml": {"capital-of": 10, "capital-of-several-tokens": 6},
-        "days-mechanism.seqprobe.yaml": {"tomorrow-mechanism": 3},
+        "days-mechanism.seqprobe.yaml": {"tomorrow-mechanism": 5},
         "days-robustness.seqprobe.yaml": {"phrasings": 3, "invariances": 3, "directions": 2},
         "days.seqprobe.yaml": {"list-continuation": 7, "tomorrow": 7, "yesterday": 7},
+        "ioi-circuit.seqprobe.yaml": {"ioi-circuit": 2},
         "months-mechanism.seqprobe.yaml": {"list-mechanism": 1},
         "months-robustness.seqprobe.yaml": {"phrasings": 3, "invariances": 3, "directions": 2},
         "months.seqprobe.yaml": {"list-continuation": 12, "next-month": 12},

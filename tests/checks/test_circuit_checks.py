@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import textwrap
 from pathlib import Path
 
@@ -171,3 +172,37 @@ def test_circuit_claims_through_the_plugin_draw_their_figures(pytester: pytest.P
     assert any("path_L1H0_v" in name for name in figures)
     assert any("path_logits" in name for name in figures)
     assert any("faithfulness_z_mean" in name for name in figures)
+
+
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_a_claim_on_a_head_the_model_lacks_fails_alone(sharp_bridge) -> None:  # type: ignore[no-untyped-def]
+    """Head names are model-specific: a claim naming L7H0 on a 3-layer model fails, the others are measured."""
+    case = parse(
+        [
+            "path: {from: L7H0, to: logits, min_recovery: 0.3}",
+            "necessity: {components: [L1H9], max_fraction: 0.5}",
+            CLAIMS[0],
+        ]
+    )
+    evidence = gather_evidence(sharp_bridge, pairs_of(sharp_bridge, case), case.claims, ablation=case.ablation)
+    missing_path, missing_head, measured = (check_claim(claim, evidence) for claim in case.claims)
+    assert (missing_path.metric, missing_path.passed, math.isnan(missing_path.value)) == (
+        "recovery:path:L7H0->logits",
+        False,
+        True,
+    )
+    assert missing_path.detail.startswith("this model has no L7H0: it has layers 0..2 and 4 heads (0..3)")
+    assert missing_head.metric == "fraction:noising:L1H9/resample" and missing_head.lower_is_better
+    assert "this model has no L1H9" in missing_head.detail
+    assert measured.passed and not math.isnan(measured.value)
+
+
+def test_every_circuit_metric_has_a_family_with_a_tolerance() -> None:
+    """Baselines compare each metric within its family's tolerance: a circuit metric must have one."""
+    from seqprobe.checks.circuit_verdicts import metric_name
+    from seqprobe.vocabulary.metrics import DEFAULT_TOLERANCES, metric_family
+
+    case = parse(CLAIMS)
+    families = {metric_family(metric_name(claim, method="mean")) for claim in case.claims}
+    assert families == {"recovery", "rank", "fraction", "faithfulness", "curve_area"}
+    assert families <= set(DEFAULT_TOLERANCES)
