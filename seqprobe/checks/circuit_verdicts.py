@@ -23,7 +23,9 @@ from seqprobe.vocabulary.heads import format_head
 
 if TYPE_CHECKING:
     import numpy as np
+    from jaxtyping import Float
     from numpy.typing import NDArray
+    from torch import Tensor
 
     from seqprobe.casefiles.claims import Claim
     from seqprobe.checks.circuits import CircuitEvidence, Curve
@@ -60,17 +62,13 @@ def check_circuit_claim(claim: Claim, evidence: CircuitEvidence, levels: Levels)
     else:
         names = "+".join(c.name for c in claim.components)
         what = f"{'switching off' if claim.direction == 'noising' else 'giving back only'} {names} leaves"
-    return judged(
-        interval=lambda level: recovery_interval(
-            patched[:, None], circuit_runs.full_pairs, circuit_runs.empty_pairs, reduce=only_column, level=level
-        ),
-        levels=levels,
-        text=claim.text,
+    return _on_scale(
+        claim,
+        levels,
         metric=metric,
-        value=value,
-        threshold=_threshold(claim),
+        patched=patched,
+        ends=(circuit_runs.full_pairs, circuit_runs.empty_pairs),
         detail=f"{what} {value:.3f} of the clean behaviour ({_scale_words(circuit_runs)})",
-        lower_is_better=_lower_is_better(claim),
     )
 
 
@@ -131,16 +129,37 @@ def _check_path(claim: PathClaim, evidence: CircuitEvidence, levels: Levels, *, 
     target = LOGITS if claim.input == LOGITS else f"{receivers}'s {claim.input} input"
     patched = evidence.measured[claim]  # [pair]
     value = float((patched.mean() - runs.corrupted_metric) / (runs.clean_metric - runs.corrupted_metric))
+    return _on_scale(
+        claim,
+        levels,
+        metric=metric,
+        patched=patched,
+        ends=(runs.clean_pairs, runs.corrupted_pairs),
+        detail=f"the path from {senders} to {target} alone recovers {value:.3f}",
+    )
+
+
+def _on_scale(
+    claim: Claim,
+    levels: Levels,
+    *,
+    metric: str,
+    patched: Float[Tensor, " pair"],
+    ends: tuple[Float[Tensor, " pair"], Float[Tensor, " pair"]],
+    detail: str,
+) -> ClaimVerdict:
+    """The verdict on a metric put on the scale whose 1 and 0 are `ends` (each pair's), with its interval."""
+    one, zero = ends
+    value = float((patched.mean() - zero.mean()) / (one.mean() - zero.mean()))
     return judged(
-        interval=lambda level: recovery_interval(
-            patched[:, None], runs.clean_pairs, runs.corrupted_pairs, reduce=only_column, level=level
-        ),
+        interval=lambda level: recovery_interval(patched[:, None], one, zero, reduce=only_column, level=level),
         levels=levels,
         text=claim.text,
         metric=metric,
         value=value,
-        threshold=claim.min_recovery,
-        detail=f"the path from {senders} to {target} alone recovers {value:.3f}",
+        threshold=_threshold(claim),
+        detail=detail,
+        lower_is_better=_lower_is_better(claim),
     )
 
 
