@@ -35,9 +35,10 @@ from seqprobe.errors import CaseFileError
 from seqprobe.vocabulary.metrics import THRESHOLD_KINDS, TOLERANCE_METRICS
 
 if TYPE_CHECKING:
-    from seqprobe.casefiles.circuits import Circuit
+    from seqprobe.vocabulary.circuits import Component
 
 __all__ = [
+    "Circuit",
     "LEVEL_KEYS",
     "Case",
     "EntryContext",
@@ -51,6 +52,16 @@ __all__ = [
 ]
 
 LEVEL_KEYS = ("expect", "model_expect", "known_failures", "tolerance")
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """A named set of components, as written under `circuits:` (seqprobe.casefiles.circuits)."""
+
+    name: str
+    components: tuple[Component, ...]
+    # The line of its name: an error found when a claim names a file's circuit points here too.
+    line: int
 
 
 @dataclass(frozen=True)

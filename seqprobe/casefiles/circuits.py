@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from seqprobe.casefiles.base import EntryContext, TemplateScope, over_scopes
+from seqprobe.casefiles.base import Circuit, EntryContext, TemplateScope, over_scopes
 from seqprobe.casefiles.claim_fields import parse_choice
 from seqprobe.casefiles.validation import check_keys, describe, get_str, require_map, suggest
 from seqprobe.casefiles.yamlsource import SourceList, SourceMap, line_of
@@ -74,16 +74,6 @@ class AblationSpec:
     scope: str = "heads"
     # Required by mean ablation, by the case's method or a claim's own `method: mean`.
     reference: ReferenceSpec | None = None
-
-
-@dataclass(frozen=True)
-class Circuit:
-    """A named set of components, as written under `circuits:`."""
-
-    name: str
-    components: tuple[Component, ...]
-    # The line of its name: an error found when a claim names a file's circuit points here too.
-    line: int
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from seqprobe.errors import PatchingError
 from seqprobe.vocabulary.heads import format_head
 
 if TYPE_CHECKING:
-    from seqprobe.engine.resume import AttentionStep
+    from seqprobe.engine.stack import AttentionStep
 
 __all__ = [
     "HeadPatch",

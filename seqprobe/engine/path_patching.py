@@ -59,8 +59,9 @@ from seqprobe.engine.head_patches import (
     write_step_heads,
 )
 from seqprobe.engine.metric import Readout, run_metric
-from seqprobe.engine.resume import AttentionStep, fill_grid, first_difference, resume_patched, start_grid
+from seqprobe.engine.resume import fill_grid, first_difference, resume_patched, start_grid
 from seqprobe.engine.shared_prefix import attend_after_prefix
+from seqprobe.engine.stack import AttentionStep
 from seqprobe.errors import PatchingError
 from seqprobe.vocabulary.circuits import LOGITS, PATH_INPUTS
 from seqprobe.vocabulary.heads import format_head, format_layer

@@ -46,8 +46,7 @@ differently from one of many.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -57,13 +56,11 @@ from seqprobe.engine.forward import ResumableForward, Run
 from seqprobe.engine.head_patches import HeadPatch, head_entries, heads_by_layer, n_head_columns
 from seqprobe.engine.metric import Readout, run_metric
 from seqprobe.engine.shared_prefix import attend_after_prefix
-from seqprobe.engine.stack import Entry, chunks, group_by_start
+from seqprobe.engine.stack import AttentionStep, Entry, LayerPatch, chunks, group_by_start
 from seqprobe.errors import PatchingError
 from seqprobe.vocabulary.sites import HEAD_SITES, POSITION_SITES, SITES
 
 __all__ = [
-    "AttentionStep",
-    "LayerPatch",
     "check_sites",
     "fill_grid",
     "first_difference",
@@ -84,38 +81,6 @@ _NEEDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "v": (frozenset({"v"}), frozenset({"resid_pre", "z", "pattern", "k", "v"})),
     "pattern": (frozenset({"pattern"}), frozenset({"resid_pre", "z", "k", "v"})),
 }
-
-
-@dataclass(frozen=True)
-class AttentionStep:
-    """One attention sublayer of a resumed batch, as a patch at that layer sees it (rows: config × pair)."""
-
-    layer: int
-    # The first position computed, and the first whose query runs (later in the last block).
-    start: int
-    q_start: int
-    n_config: int
-    # The stream entering the sublayer at positions start.. .
-    resid: Float[Tensor, "row pos d_model"]
-    # The run's own queries (positions q_start..), keys and values (positions start..), and attention.
-    q: Float[Tensor, "row head q_pos d_head"]
-    k: Float[Tensor, "row kv_head pos d_head"]
-    v: Float[Tensor, "row kv_head pos d_head"]
-    pattern: Float[Tensor, "row head q_pos k_pos"]
-    # The target's keys and values before `start`, shared by every configuration.
-    prefix_k: Float[Tensor, "pair kv_head prefix d_head"]
-    prefix_v: Float[Tensor, "pair kv_head prefix d_head"]
-
-
-class LayerPatch(Protocol):
-    """What a resumed run changes at some layers' attention sublayer: heads' outputs, rewritten in place."""
-
-    @property
-    def layers(self) -> Collection[int]: ...
-
-    def rewrite(
-        self, forward: ResumableForward, step: AttentionStep, z: Float[Tensor, "row q_pos head d_head"]
-    ) -> None: ...
 
 
 def needed_activations(sites: Collection[str], *, role: Literal["source", "target"]) -> frozenset[str]:

@@ -11,19 +11,27 @@ flight at a stage are a prefix of its rows, each sublayer adds its update to the
 configuration joins by a count growing, not by concatenating the batch again. So the number of
 operations per stage depends on how many distinct starts are in flight (at most the prompt's
 length), not on how many configurations there are.
+
+What a patch sees of one attention sublayer (`AttentionStep`) and what it may change there
+(`LayerPatch`: heads patched together, a path's receivers) are defined here too, below both the
+resumed run (seqprobe.engine.resume) and the patches (head_patches, path_patching).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-__all__ = ["Entry", "StartGroup", "chunks", "group_by_start"]
+if TYPE_CHECKING:
+    from seqprobe.engine.forward import ResumableForward
+
+__all__ = ["AttentionStep", "Entry", "LayerPatch", "StartGroup", "chunks", "group_by_start"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +111,35 @@ def group_by_start(entries: Sequence[Entry]) -> list[StartGroup]:
             )
         )
     return groups
+
+
+@dataclass(frozen=True)
+class AttentionStep:
+    """One attention sublayer of a resumed batch, as a patch at that layer sees it (rows: config × pair)."""
+
+    layer: int
+    # The first position computed, and the first whose query runs (later in the last block).
+    start: int
+    q_start: int
+    n_config: int
+    # The stream entering the sublayer at positions start.. .
+    resid: Float[Tensor, "row pos d_model"]
+    # The run's own queries (positions q_start..), keys and values (positions start..), and attention.
+    q: Float[Tensor, "row head q_pos d_head"]
+    k: Float[Tensor, "row kv_head pos d_head"]
+    v: Float[Tensor, "row kv_head pos d_head"]
+    pattern: Float[Tensor, "row head q_pos k_pos"]
+    # The target's keys and values before `start`, shared by every configuration.
+    prefix_k: Float[Tensor, "pair kv_head prefix d_head"]
+    prefix_v: Float[Tensor, "pair kv_head prefix d_head"]
+
+
+class LayerPatch(Protocol):
+    """What a resumed run changes at some layers' attention sublayer: heads' outputs, rewritten in place."""
+
+    @property
+    def layers(self) -> Collection[int]: ...
+
+    def rewrite(
+        self, forward: ResumableForward, step: AttentionStep, z: Float[Tensor, "row q_pos head d_head"]
+    ) -> None: ...
