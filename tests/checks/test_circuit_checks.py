@@ -206,3 +206,29 @@ def test_every_circuit_metric_has_a_family_with_a_tolerance() -> None:
     families = {metric_family(metric_name(claim, method="mean")) for claim in case.claims}
     assert families == {"recovery", "rank", "fraction", "faithfulness", "curve_area"}
     assert families <= set(DEFAULT_TOLERANCES)
+
+
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_circuit_claims_from_python(sharp_bridge) -> None:  # type: ignore[no-untyped-def]
+    """`expect_patching` takes a case file's keys, the ablation and named circuits included."""
+    from seqprobe import ExpectationFailed, expect_patching
+
+    entry = {
+        "over": {"day": "days"},
+        "prompt": "Today it is {day}, tomorrow it is",
+        "answer": " {day+1}",
+        "corrupt": {"day": 2},
+        "ablation": {"method": "zero"},
+        "circuits": {"late": ["L2H1", "L2H3"]},
+    }
+    outcome = expect_patching(
+        sharp_bridge,
+        claims=[
+            {"faithfulness": {"circuit": "late", "min_faithfulness": -100}},
+            {"path": {"from": "L1H0", "to": "logits", "min_recovery": -100}},
+        ],
+        **entry,
+    )
+    assert set(outcome.metrics) == {"faithfulness:late/zero", "recovery:path:L1H0->logits"}
+    with pytest.raises(ExpectationFailed, match="circuit late"):
+        expect_patching(sharp_bridge, claims=[{"faithfulness": {"circuit": "late", "min_faithfulness": 100}}], **entry)
