@@ -17,6 +17,7 @@ from seqprobe.casefiles.circuit_claims import AblateClaim, CurveClaim, Faithfuln
 from seqprobe.casefiles.path_claims import PathClaim
 from seqprobe.checks.circuits import ablation_of
 from seqprobe.checks.judging import ClaimVerdict, Levels, judged, only_column, rank_verdict, recovery_interval
+from seqprobe.engine.metric import recovery
 from seqprobe.records.intervals import Interval
 from seqprobe.vocabulary.circuits import LOGITS
 from seqprobe.vocabulary.heads import format_head
@@ -66,6 +67,7 @@ def check_circuit_claim(claim: Claim, evidence: CircuitEvidence, levels: Levels)
         claim,
         levels,
         metric=metric,
+        value=value,
         patched=patched,
         ends=(circuit_runs.full_pairs, circuit_runs.empty_pairs),
         detail=f"{what} {value:.3f} of the clean behaviour ({_scale_words(circuit_runs)})",
@@ -128,11 +130,14 @@ def _check_path(claim: PathClaim, evidence: CircuitEvidence, levels: Levels, *, 
     receivers = "+".join(format_head(*head, key_value=claim.key_value) for head in claim.receivers)
     target = LOGITS if claim.input == LOGITS else f"{receivers}'s {claim.input} input"
     patched = evidence.measured[claim]  # [pair]
-    value = float((patched.mean() - runs.corrupted_metric) / (runs.clean_metric - runs.corrupted_metric))
+    value = float(
+        recovery(patched.mean(), clean=runs.clean_metric, corrupted=runs.corrupted_metric, min_gap=runs.min_gap)
+    )
     return _on_scale(
         claim,
         levels,
         metric=metric,
+        value=value,
         patched=patched,
         ends=(runs.clean_pairs, runs.corrupted_pairs),
         detail=f"the path from {senders} to {target} alone recovers {value:.3f}",
@@ -144,13 +149,13 @@ def _on_scale(
     levels: Levels,
     *,
     metric: str,
+    value: float,
     patched: Float[Tensor, " pair"],
     ends: tuple[Float[Tensor, " pair"], Float[Tensor, " pair"]],
     detail: str,
 ) -> ClaimVerdict:
-    """The verdict on a metric put on the scale whose 1 and 0 are `ends` (each pair's), with its interval."""
+    """The verdict on `value`, `patched`'s mean on the scale whose 1 and 0 are `ends`' means, with its interval."""
     one, zero = ends
-    value = float((patched.mean() - zero.mean()) / (one.mean() - zero.mean()))
     return judged(
         interval=lambda level: recovery_interval(patched[:, None], one, zero, reduce=only_column, level=level),
         levels=levels,

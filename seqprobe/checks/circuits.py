@@ -79,8 +79,8 @@ class CircuitEvidence:
 
 
 def ablation_of(claim: Claim, ablation: AblationSpec) -> AblationSpec:
-    """The ablation a claim is measured under: the case's, with the method the claim names."""
-    method = getattr(claim, "method", None)
+    """The ablation a claim is measured under: the case's, with the method an `ablate:` claim names."""
+    method = claim.method if isinstance(claim, AblateClaim) else None
     return ablation if method is None or method == ablation.method else replace(ablation, method=method)
 
 
@@ -103,7 +103,7 @@ def gather_circuits(
     if not named:
         return None
     # A claim on a head this model lacks fails on its own; the case's other claims are still measured.
-    absent = {claim: words for claim in named if (words := _absent(claim, runs.forward))}
+    absent = {claim: words for claim in named if (words := _unmeasurable(claim, runs.forward))}
     ours = [claim for claim in named if claim not in absent]
     paths = [claim for claim in ours if isinstance(claim, PathClaim)]
     path_sweeps = {
@@ -119,24 +119,30 @@ def gather_circuits(
         if claim.top_k is None
     }
     ablated = [claim for claim in ours if not isinstance(claim, PathClaim)]
-    specs = {ablation_of(claim, ablation) for claim in ablated}
-    circuit_runs = {spec: _circuit_runs(runs, spec, max_memory=max_memory, where=where) for spec in specs}
-    rankings = {claim: _ranking(claim, sweeps, path_logits) for claim in ablated if isinstance(claim, CurveClaim)}
-    curves: dict[CurveClaim, Curve] = {}
-    for spec, circuit_run in circuit_runs.items():
-        mine = [claim for claim in ablated if ablation_of(claim, ablation) == spec]
+    circuit_runs = {
+        spec: _circuit_runs(runs, spec, max_memory=max_memory, where=where)
+        for spec in {ablation_of(claim, ablation) for claim in ablated}
+    }
+    runs_of = {claim: circuit_runs[ablation_of(claim, ablation)] for claim in ablated}
+    rankings = {
+        claim: _ranking(claim, sweeps, path_logits)[: claim.max_k] for claim in ablated if isinstance(claim, CurveClaim)
+    }
+    for circuit_run in circuit_runs.values():
+        mine = [claim for claim in ablated if runs_of[claim] is circuit_run]
         measured |= _measure(circuit_run, mine, rankings, runs=runs)
-        for claim in mine:
-            if isinstance(claim, CurveClaim):
-                ranking = rankings[claim][: claim.max_k]
-                curves[claim] = Curve(ranking=ranking, metric=measured.pop(claim), runs=circuit_run, ablation=spec)
+    curves = {
+        claim: Curve(
+            ranking=ranking, metric=measured[claim], runs=runs_of[claim], ablation=ablation_of(claim, ablation)
+        )
+        for claim, ranking in rankings.items()
+    }
     return CircuitEvidence(
         runs=runs,
         path_sweeps=path_sweeps,
         path_logits=path_logits,
-        measured=measured,
+        measured={claim: metric for claim, metric in measured.items() if claim not in curves},
         curves=curves,
-        circuit_runs={claim: circuit_runs[ablation_of(claim, ablation)] for claim in ablated},
+        circuit_runs=runs_of,
         absent=absent,
         ablation=ablation,
     )
@@ -193,6 +199,10 @@ def _ranking(
     return tuple(Component(layer=int(i) // n_heads, kind="head", head=int(i) % n_heads) for i in order)
 
 
+# A batched call: every circuit ("circuit", None), or the ablations of one direction at one position.
+_Batch = tuple[str, int | None]
+
+
 def _measure(
     circuit_runs: CircuitRuns,
     claims: Sequence[Claim],
@@ -200,62 +210,70 @@ def _measure(
     *,
     runs: PatchingRuns,
 ) -> dict[Claim, Tensor]:
-    """Each claim's metric under one ablation: every circuit in one batched run, each direction's ablations in one."""
-    circuits: dict[frozenset[Component], int] = {}
-    configs: dict[tuple[str, int | None], dict[frozenset[Component], int]] = {}
+    """Each claim's metric under one ablation: every circuit in one batched run, each direction's ablations in one.
 
-    def enlist(table: dict[frozenset[Component], int], components: Sequence[Component]) -> frozenset[Component]:
-        key = frozenset(components)
-        table.setdefault(key, len(table))
-        return key
-
-    wanted: dict[Claim, tuple[str, int | None, list[frozenset[Component]]]] = {}
+    A curve's is [k pair] (its prefixes top-1..top-K), any other claim's [pair].
+    """
+    batches: dict[_Batch, dict[frozenset[Component], int]] = {}
+    rows_of: dict[Claim, tuple[_Batch, list[int]]] = {}
     for claim in claims:
-        if isinstance(claim, FaithfulnessClaim):
-            wanted[claim] = ("circuit", None, [enlist(circuits, claim.components)])
-        elif isinstance(claim, CurveClaim):
-            ranking = rankings[claim][: claim.max_k]
-            wanted[claim] = ("circuit", None, [enlist(circuits, ranking[: k + 1]) for k in range(len(ranking))])
-        else:
-            assert isinstance(claim, (AblateClaim, NecessityClaim))
-            direction = claim.direction if isinstance(claim, AblateClaim) else "noising"
-            at = runs.column("resid_pre", claim.at) if isinstance(claim, AblateClaim) and claim.at is not None else None
-            table = configs.setdefault((direction, at), {})
-            wanted[claim] = (direction, at, [enlist(table, claim.components)])
-    results: dict[tuple[str, int | None], Tensor] = {}
-    if circuits:
-        results["circuit", None] = circuit_runs.evaluate([sorted(c) for c in circuits])  # [circuit pair]
-    for (direction, at), table in configs.items():
-        results[direction, at] = circuit_runs.ablated([sorted(c) for c in table], direction=direction, at=at)
-    measured = {}
-    for claim, (kind, at, keys) in wanted.items():
-        table = circuits if kind == "circuit" else configs[kind, at]
-        rows = results[kind, at][[table[key] for key in keys]]  # [config pair]
-        measured[claim] = rows if isinstance(claim, CurveClaim) else rows[0]
-    return measured
+        batch, sets = _configurations(claim, rankings, runs=runs)
+        table = batches.setdefault(batch, {})
+        rows_of[claim] = (batch, [table.setdefault(frozenset(components), len(table)) for components in sets])
+    results = {}
+    for (kind, at), table in batches.items():
+        configs = [sorted(components) for components in table]
+        results[kind, at] = (
+            circuit_runs.evaluate(configs)
+            if kind == "circuit"
+            else circuit_runs.ablated(configs, direction=kind, at=at)
+        )  # [config pair]
+    measured = {claim: results[batch][rows] for claim, (batch, rows) in rows_of.items()}  # [config pair]
+    return {claim: metric if isinstance(claim, CurveClaim) else metric[0] for claim, metric in measured.items()}
 
 
-def _absent(claim: Claim, forward: ResumableForward) -> str:
-    """What a claim names that the model lacks, with what the model has; "" when it names nothing absent."""
-    if isinstance(claim, PathClaim):
-        kv_receivers = claim.input in ("k", "v") and claim.key_value
-        named = [(format_head(*head), *head, forward.n_heads) for head in claim.senders] + [
-            (
-                format_head(*head, key_value=claim.key_value),
-                *head,
-                forward.n_kv_heads if kv_receivers else forward.n_heads,
-            )
-            for head in claim.receivers
-        ]
-    elif isinstance(claim, CurveClaim):
+def _configurations(
+    claim: Claim, rankings: Mapping[CurveClaim, tuple[Component, ...]], *, runs: PatchingRuns
+) -> tuple[_Batch, list[Sequence[Component]]]:
+    """The batched call a claim is measured in, and the component sets it reads there."""
+    if isinstance(claim, FaithfulnessClaim):
+        return ("circuit", None), [claim.components]
+    if isinstance(claim, CurveClaim):
+        ranking = rankings[claim]
+        return ("circuit", None), [ranking[: k + 1] for k in range(len(ranking))]
+    if isinstance(claim, NecessityClaim):
+        return ("noising", None), [claim.components]
+    assert isinstance(claim, AblateClaim)
+    at = None if claim.at is None else runs.column("resid_pre", claim.at)
+    return (claim.direction, at), [claim.components]
+
+
+def _unmeasurable(claim: Claim, forward: ResumableForward) -> str:
+    """Why a claim cannot be measured on this model (a head it lacks, with what it has); "" when it can."""
+    from seqprobe.engine.circuits import absent_components
+
+    if isinstance(claim, CurveClaim):
         return ""
+    grouped = forward.n_kv_heads != forward.n_heads
+    if isinstance(claim, PathClaim) and claim.input in ("k", "v") and grouped and not claim.key_value:
+        return (
+            f"this model's {forward.n_heads} query heads share {forward.n_kv_heads} key/value heads, so a {claim.input} "
+            f"receiver is a key/value head: write it L<layer>KV<head> (e.g. L1KV0), as the {claim.input} sweep's columns are"
+        )
+    if isinstance(claim, PathClaim):
+        n_receivers = forward.n_kv_heads if claim.key_value else forward.n_heads
+        heads = [(head, forward.n_heads, False) for head in claim.senders]
+        heads += [(head, n_receivers, claim.key_value) for head in claim.receivers]
+        missing = [
+            format_head(*head, key_value=key_value)
+            for head, n_heads, key_value in heads
+            if not (head[0] < forward.n_layers and head[1] < n_heads)
+        ]
     else:
-        assert isinstance(claim, (AblateClaim, FaithfulnessClaim, NecessityClaim))
-        named = [(c.name, c.layer, c.head or 0, forward.n_heads) for c in claim.components]
-    missing = [name for name, layer, head, n_heads in named if not (layer < forward.n_layers and head < n_heads)]
+        missing = [c.name for c in absent_components(forward, claim.components)]
     if not missing:
         return ""
-    kv = f", {forward.n_kv_heads} key/value heads" if forward.n_kv_heads != forward.n_heads else ""
+    kv = f", {forward.n_kv_heads} key/value heads" if grouped else ""
     return (
         f"this model has no {', '.join(missing)}: it has layers 0..{forward.n_layers - 1} and {forward.n_heads} "
         f"heads (0..{forward.n_heads - 1}){kv} per layer"

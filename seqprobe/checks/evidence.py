@@ -93,7 +93,9 @@ def gather_evidence(
         sites=prepared,
         keep_clean=(LENS_NEEDS if wants_lens else frozenset()) | (DLA_NEEDS if wants_attribution else frozenset()),
         max_memory=max_memory,
-        paths=any(isinstance(c, (PathClaim, CurveClaim)) for c in claims),
+        paths=any(
+            isinstance(c, PathClaim) or (isinstance(c, CurveClaim) and c.ranking == "path_logits") for c in claims
+        ),
     )
     sweeps = {
         site: runs.sweep(

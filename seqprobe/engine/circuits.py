@@ -61,7 +61,7 @@ from seqprobe.vocabulary.circuits import ABLATION_METHODS, DIRECTIONS, SCOPES, S
 if TYPE_CHECKING:
     from transformer_lens.model_bridge import TransformerBridge
 
-__all__ = ["CircuitRuns", "scope_components"]
+__all__ = ["CircuitRuns", "absent_components", "scope_components"]
 
 # The sources of a configuration's replacements: the ablation's value, or the clean run's.
 _OFF, _CLEAN = 0, 1
@@ -239,10 +239,7 @@ class CircuitRuns:
 
     def _check_present(self, components: Collection[Component]) -> None:
         f = self.forward
-        missing = sorted(
-            c for c in components
-            if not 0 <= c.layer < f.n_layers or (c.kind == "head" and not 0 <= (c.head or 0) < f.n_heads)
-        )  # fmt: skip
+        missing = absent_components(f, components)
         if missing:
             raise CircuitError(
                 f"the model has no {_names(missing)}: it has layers 0..{f.n_layers - 1} and {f.n_heads} heads "
@@ -259,6 +256,14 @@ class CircuitRuns:
                 f"{' or '.join(allowed)} ablation (zeroing the residual stream leaves the next norm nothing to scale); "
                 "choose another method or leave them out"
             )
+
+
+def absent_components(forward: ResumableForward, components: Collection[Component]) -> list[Component]:
+    """The components the model lacks (a layer or head past its shape), sorted."""
+    return sorted(
+        c for c in components
+        if not 0 <= c.layer < forward.n_layers or (c.kind == "head" and not 0 <= (c.head or 0) < forward.n_heads)
+    )  # fmt: skip
 
 
 def _only_at(source: Source, at: int | None) -> Source:

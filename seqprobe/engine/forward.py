@@ -242,12 +242,12 @@ class ResumableForward:
         return z.view(rows, self.n_heads, n_q, self.d_head).transpose(1, 2)
 
     def unembed(
-        self, resid: Float[Tensor, "*batch d_model"], token_ids: Int[Tensor, "*batch k"]
+        self, resid: Float[Tensor, "*batch d_model"], token_ids: Int[Tensor, "*batch k"], *, normed: bool = False
     ) -> Float[Tensor, "*batch k"]:
-        """The logits of `token_ids` only (the rows of the unembedding a metric needs)."""
+        """The logits of `token_ids` only (the rows a metric needs); `normed`: resid is past the final norm."""
         rows, bias = self.unembedding_rows(token_ids)
-        normed = self.final_norm(resid).to(rows.device)
-        logits = (normed.unsqueeze(-2) * rows).sum(-1)
+        stream = (resid if normed else self.final_norm(resid)).to(rows.device)
+        logits = (stream.unsqueeze(-2) * rows).sum(-1)
         return self._soft_cap(logits if bias is None else logits + bias)
 
     def unembedding_rows(self, token_ids: Int[Tensor, "*batch k"]) -> tuple[Tensor, Tensor | None]:
@@ -260,9 +260,9 @@ class ResumableForward:
     def vocab_size(self) -> int:
         return int(self.model.get_output_embeddings().weight.shape[0])
 
-    def logits(self, resid: Float[Tensor, "*batch d_model"]) -> Float[Tensor, "*batch vocab"]:
-        """Every token's logit: what a log-probability needs, as its normalizer reads them all."""
-        return self._soft_cap(self.model.get_output_embeddings()(self.final_norm(resid)))
+    def logits(self, resid: Float[Tensor, "*batch d_model"], *, normed: bool = False) -> Float[Tensor, "*batch vocab"]:
+        """Every token's logit (a log-probability's normalizer reads them all); `normed` as in `unembed`."""
+        return self._soft_cap(self.model.get_output_embeddings()(resid if normed else self.final_norm(resid)))
 
     def _soft_cap(self, logits: Tensor) -> Tensor:
         softcap = getattr(self.config, "final_logit_softcapping", None)

@@ -86,9 +86,10 @@ class NextTokenReadout:
         return replace(self, token_ids=self.token_ids.to(device))
 
     def per_pair(
-        self, forward: ResumableForward, resid: Float[Tensor, "*config row read d_model"]
+        self, forward: ResumableForward, resid: Float[Tensor, "*config row read d_model"], *, normed: bool = False
     ) -> Float[Tensor, "*config pair"]:
-        logits = forward.unembed(resid[..., -1, :], self.token_ids)  # [*config pair 2]
+        """Each pair's metric from the stream at the read positions (`normed`: already past the final norm)."""
+        logits = forward.unembed(resid[..., -1, :], self.token_ids, normed=normed)  # [*config pair 2]
         return logits[..., 0].float() - logits[..., 1].float()
 
     def describe(self, n_pairs: int) -> str:
@@ -118,20 +119,21 @@ class ContinuationReadout:
         return replace(self, targets=self.targets.to(device), mask=self.mask.to(device))
 
     def per_pair(
-        self, forward: ResumableForward, resid: Float[Tensor, "*config row read d_model"]
+        self, forward: ResumableForward, resid: Float[Tensor, "*config row read d_model"], *, normed: bool = False
     ) -> Float[Tensor, "*config pair"]:
+        """Each pair's metric from the stream at the read positions (`normed`: already past the final norm)."""
         rows, n_read = self.targets.shape
         resid = resid[..., :n_read, :]
         flat = resid.reshape(-1, rows, n_read, resid.shape[-1])  # [config row read d_model]
         chunk = max(1, _LOGIT_BUDGET // (rows * n_read * forward.vocab_size))
         scores = torch.cat(
-            [self._row_logprobs(forward, flat[i : i + chunk]) for i in range(0, flat.shape[0], chunk)]
+            [
+                self.row_logprobs(forward.logits(flat[i : i + chunk], normed=normed))
+                for i in range(0, flat.shape[0], chunk)
+            ]
         )  # [config row]
         scores = scores.view(*resid.shape[:-3], rows // 2, 2)  # [*config pair 2]
         return scores[..., 0] - scores[..., 1]
-
-    def _row_logprobs(self, forward: ResumableForward, resid: Float[Tensor, "config row read d_model"]) -> Tensor:
-        return self.row_logprobs(forward.logits(resid))  # [config row]
 
     def row_logprobs(self, logits: Float[Tensor, "*config row read vocab"]) -> Float[Tensor, "*config row"]:
         """Each row's continuation log-probability from the logits at its read positions."""

@@ -20,7 +20,6 @@ attention output per layer at the read positions, no resumed run; circuits rank 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Collection
 
 import torch
@@ -68,18 +67,4 @@ def _read_with_writes(
     total = target.resid_final[:, readout.first :].to(forward.device)  # [row read d_model]
     frozen, _ = forward.frozen_final_norm(writes, total)  # [row read config d_model]; the constant is in final_norm
     normed = forward.final_norm(total)[:, :, None] + frozen  # [row read config d_model]
-    return readout.per_pair(_after_final_norm(forward), normed.movedim(2, 0))  # [config row read d_model] in
-
-
-def _after_final_norm(forward: ResumableForward) -> ResumableForward:
-    """`forward` whose final norm is the identity, so a readout reads a stream that is already normed.
-
-    A shallow copy: the model and its weights are shared, only the norm step is skipped.
-    """
-    view = copy.copy(forward)
-    view.final_norm = _identity  # type: ignore[method-assign]
-    return view
-
-
-def _identity(resid: Tensor) -> Tensor:
-    return resid
+    return readout.per_pair(forward, normed.movedim(2, 0), normed=True)  # [config row read d_model] in

@@ -197,6 +197,17 @@ def test_a_claim_on_a_head_the_model_lacks_fails_alone(sharp_bridge) -> None:  #
     assert measured.passed and not math.isnan(measured.value)
 
 
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_a_value_receiver_written_as_a_query_head_fails_on_a_grouped_query_model(sharp_bridge) -> None:  # type: ignore[no-untyped-def]
+    """On grouped-query models a key/value receiver is a key/value head; L2H1 would silently mean L2KV1."""
+    case = parse(["path: {from: L1H0, to: {head: L2H1, input: v}, top_k: 4}", CLAIMS[0]])
+    evidence = gather_evidence(sharp_bridge, pairs_of(sharp_bridge, case), case.claims, ablation=case.ablation)
+    written_as_query, measured = (check_claim(claim, evidence) for claim in case.claims)
+    assert not written_as_query.passed and math.isnan(written_as_query.value)
+    assert "a v receiver is a key/value head: write it L<layer>KV<head> (e.g. L1KV0)" in written_as_query.detail
+    assert measured.passed
+
+
 def test_every_circuit_metric_has_a_family_with_a_tolerance() -> None:
     """Baselines compare each metric within its family's tolerance: a circuit metric must have one."""
     from seqprobe.checks.circuit_verdicts import metric_name
