@@ -2,7 +2,7 @@
 
 Both tools run the study's whole grid — the six sweeps of `seqprobe.vocabulary.sites.SITES` on its four
 day-of-the-week pairs, then the path sweep from the top "z" head into every later head's query
-(`seqprobe.bench_paths`) — in one process, on the same model, prompts and metric. Each tool's time
+(`seqprobe.bench_paths`) and the faithfulness curve of the top 30 "z" heads (`seqprobe.bench_curves`) — in one process, on the same model, prompts and metric. Each tool's time
 includes the runs it has to cache first (seqprobe: the clean and corrupted runs; transformer_lens:
 `run_with_cache` on the clean prompts and the unpatched corrupted run that recovery is measured
 from). Printed: both wall times per sweep and in total, their ratio, and the largest absolute
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import torch
 from torch import Tensor
 
+from seqprobe.bench_curves import CURVE_SWEEP, curve_row
 from seqprobe.bench_paths import BENCH_SWEEPS, PATH_SWEEP, corrupted_hook_names, patching_sites, path_row
 from seqprobe.engine.memory import PeakMemory
 from seqprobe.engine.patching import PatchingPair, logit_diff_metric, make_pair, prepare_patching
@@ -116,7 +117,7 @@ class SweepTiming:
     site: str
     seqprobe_seconds: float
     transformer_lens_seconds: float
-    # Largest |seqprobe − transformer_lens| over the sweep's recovery grid; 0 for setup.
+    # Largest |seqprobe − transformer_lens| over the sweep's recovery grid (the curve's faithfulness); 0 for setup.
     max_abs_diff: float
     # The most memory each tool's run took above what was in use before it (seqprobe.engine.memory.PeakMemory).
     seqprobe_peak_memory_bytes: int = 0
@@ -210,7 +211,7 @@ def run_benchmark(
     max_memory: int | None = None,
     reference: bool = True,
 ) -> BenchResult:
-    """Time each sweep of `sites` (patching sites, and "path") in seqprobe and in transformer_lens; compare the grids.
+    """Time each sweep of `sites` (patching sites, "path", "curve") in seqprobe and in transformer_lens; compare them.
 
     The two tools alternate sweep by sweep, so a change in the machine's load during the run
     falls on both rather than on whichever ran second. `reference=False` times seqprobe alone
@@ -263,13 +264,19 @@ def run_benchmark(
     rows = [SweepTiming("setup", ours_setup, theirs_setup, 0.0, ours_peak, theirs_peak)]
     recoveries: dict[str, Tensor] = {}
     for site in sites:
-        if site == PATH_SWEEP:
-            # The sender is the "z" sweep's top head: from the timed sweep, or one run untimed for it.
-            z_recovery = recoveries["z"] if "z" in recoveries else runs.sweep("z").recovery
-            caches = (clean_cache, corrupted_cache)
-            rows.append(
-                SweepTiming(site, *path_row(bridge, pairs, runs, z_recovery=z_recovery, caches=caches, timed=timed))
+        if site in (PATH_SWEEP, CURVE_SWEEP):
+            # The path's sender and the curve's ranking come from the "z" sweep: the timed one, or one run untimed.
+            if "z" not in recoveries:
+                recoveries["z"] = runs.sweep("z").recovery
+            z_recovery = recoveries["z"]
+            timing = (
+                path_row(bridge, pairs, runs, z_recovery=z_recovery, caches=(clean_cache, corrupted_cache), timed=timed)
+                if site == PATH_SWEEP
+                else curve_row(
+                    bridge, pairs, z_recovery=z_recovery, cache=corrupted_cache, clean=clean_metric, timed=timed
+                )
             )
+            rows.append(SweepTiming(site, *timing))
             continue
         ours, grid, ours_peak = timed("seqprobe", f"{site} sweep", lambda site=site: runs.sweep(site).recovery)
         theirs, expected, theirs_peak = timed(

@@ -1,8 +1,8 @@
 """The `seqprobe bench` command: its arguments, and which benchmark they ask for.
 
-Without --pairs/--length: the study's grid and its path sweep against transformer_lens
-(`seqprobe.bench`, `seqprobe.bench_paths`). With them, or on a random-weight model: the patching
-sweeps' cost on token-level pairs (`seqprobe.bench_scaling`).
+Without --pairs/--length: the study's grid, its path sweep and its faithfulness curve against
+transformer_lens (`seqprobe.bench`, `seqprobe.bench_paths`, `seqprobe.bench_curves`). With them, or
+on a random-weight model: the patching sweeps' cost on token-level pairs (`seqprobe.bench_scaling`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from seqprobe.bench_curves import CURVE_SWEEP
 from seqprobe.bench_paths import BENCH_SWEEPS, PATH_SWEEP
 from seqprobe.bench_scaling import DEFAULT_LENGTH, DEFAULT_PAIRS, REFERENCE_LIMIT_SECONDS
 from seqprobe.vocabulary.options import DTYPE, add_max_memory_option, add_model_options
@@ -41,7 +42,8 @@ def bench_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--sites", type=_sites, default=BENCH_SWEEPS, metavar="SITE[,SITE...]",
         help=f"the sweeps to time, from {','.join(BENCH_SWEEPS)} (default: all; {PATH_SWEEP!r}, the direct path "
-        "sweep, runs on the study's grid only, so --pairs/--length runs leave it out)",
+        f"sweep, and {CURVE_SWEEP!r}, the faithfulness curve, run on the study's grid only, so --pairs/--length runs "
+        "leave them out)",
     )  # fmt: skip
     add_scaling_options(parser.add_argument)
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")

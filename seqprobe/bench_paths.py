@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from seqprobe.bench_curves import CURVE_SWEEP
 from seqprobe.engine.patching import PatchingPair, PatchingRuns, logit_diff_metric
 from seqprobe.vocabulary.heads import format_head
 from seqprobe.vocabulary.sites import SITES, hook_name
@@ -25,17 +26,19 @@ if TYPE_CHECKING:
 
 __all__ = ["BENCH_SWEEPS", "PATH_SWEEP", "patching_sites", "path_row", "top_sender"]
 
-# The benchmark's name for the path sweep, timed after the six patching sites.
+# The benchmark's name for the path sweep, timed after the six patching sites, then the faithfulness curve.
 PATH_SWEEP = "path"
-BENCH_SWEEPS = (*SITES, PATH_SWEEP)
+BENCH_SWEEPS = (*SITES, PATH_SWEEP, CURVE_SWEEP)
+# The sweeps that read the "z" sweep (the path's sender, the curve's ranking) and the corrupted run's hook_z.
+_FROM_Z = (PATH_SWEEP, CURVE_SWEEP)
 # The receivers' input the path sweep times (the one transformer_lens computes on every model).
 _INPUT = "q"
 
 
 def patching_sites(sweeps: Sequence[str]) -> tuple[str, ...]:
-    """The patching sites the runs must prepare for `sweeps`: the path sweep's sender comes from the "z" sweep."""
-    sites = tuple(sweep for sweep in sweeps if sweep != PATH_SWEEP)
-    return sites + ("z",) if PATH_SWEEP in sweeps and "z" not in sites else sites
+    """The patching sites the runs must prepare for `sweeps`: the path's sender and the curve's ranking come from "z"."""
+    sites = tuple(sweep for sweep in sweeps if sweep not in _FROM_Z)
+    return sites + ("z",) if any(s in sweeps for s in _FROM_Z) and "z" not in sites else sites
 
 
 def top_sender(z_recovery: Tensor) -> tuple[int, int]:
@@ -86,5 +89,5 @@ def path_row(
 
 
 def corrupted_hook_names(n_layers: int, sweeps: Sequence[str]) -> list[str]:
-    """What transformer_lens caches of the corrupted run: every layer's hook_z when the path sweep runs."""
-    return [hook_name("z", layer) for layer in range(n_layers)] if PATH_SWEEP in sweeps else []
+    """What transformer_lens caches of the corrupted run: every layer's hook_z when the path sweep or the curve runs."""
+    return [hook_name("z", layer) for layer in range(n_layers)] if any(s in sweeps for s in _FROM_Z) else []

@@ -112,8 +112,24 @@ def test_the_path_sweep_is_timed_against_transformer_lens_from_the_top_z_head(sh
     assert set(result.to_json()["sweeps"]["path"]) == set(result.to_json()["sweeps"]["setup"])
 
 
-def test_the_path_sweep_needs_the_z_sweep_to_pick_its_sender() -> None:
-    assert BENCH_SWEEPS == (*SITES, "path")
-    assert patching_sites(("mlp_out", "path")) == ("mlp_out", "z")
+@pytest.mark.parametrize("sharp_model_dir", ["llama"], indirect=True)
+def test_the_faithfulness_curve_is_timed_against_hooked_transformer_lens_runs(sharp_bridge) -> None:  # type: ignore[no-untyped-def]
+    progress = io.StringIO()
+    result = run_benchmark(
+        sharp_bridge, study_pairs(sharp_bridge), model="tiny-llama", sites=("curve",), progress=progress
+    )
+    assert [row.site for row in result.rows] == ["setup", "curve"]
+    (curve,) = result.rows[1:]
+    assert curve.seqprobe_seconds > 0 and curve.transformer_lens_seconds > 0
+    assert curve.max_abs_diff < 1e-4
+    # The tiny model has 3 layers of 4 heads: its curve has all 12 of them, fewer than CURVE_POINTS.
+    step = "faithfulness curve of the top 12 heads by z recovery (resample ablation)"
+    assert f"seqprobe: {step} took" in progress.getvalue()
+    assert f"transformer_lens: {step} took" in progress.getvalue()
+
+
+def test_the_path_sweep_and_the_curve_need_the_z_sweep() -> None:
+    assert BENCH_SWEEPS == (*SITES, "path", "curve")
+    assert patching_sites(("mlp_out", "path")) == patching_sites(("mlp_out", "curve")) == ("mlp_out", "z")
     assert patching_sites(("z", "path")) == patching_sites(("z",)) == ("z",)
     assert top_sender(torch.tensor([[0.1, float("nan")], [0.5, 0.2]])) == (1, 0)

@@ -46,7 +46,7 @@ def test_pairs_length_and_sites_parse_to_tuples() -> None:
 def test_the_default_bench_is_the_studys_grid_with_every_site() -> None:
     args = bench_parser().parse_args([])
     assert args.pairs is None and args.length is None and args.reference is None and args.out is None
-    assert args.sites == BENCH_SWEEPS  # the six patching sites, then the path sweep (study's grid only)
+    assert args.sites == BENCH_SWEEPS  # the six patching sites, then the path sweep and the curve (study's grid only)
     assert args.dtype is None  # float32 for a named model, a random model's own dtype otherwise
     assert not is_scaling_run(args)
     assert is_scaling_run(bench_parser().parse_args(["--model", "random:tinyllama-1.1b"]))
