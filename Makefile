@@ -22,7 +22,7 @@ LARGE_PAIRS ?= 8
 LARGE_LENGTH ?= 20
 BENCH_REFERENCE ?= --no-reference
 
-.PHONY: suite test bench bench-scaling lint install clean
+.PHONY: suite test bench bench-scaling suite-arithmetic lint install clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,9 +50,14 @@ bench-scaling: $(STAMP)
 	$(BIN)/seqprobe bench --model $(LARGE_MODEL) --pairs $(LARGE_PAIRS) --length $(LARGE_LENGTH) --sites z \
 		--max-memory 6GB --no-reference --out reports/bench-scaling-large.json $(ARGS)
 
+# `make suite-arithmetic`: the FLOPs of each runner's matrix products in `make suite`, this
+# machine's matmul rate, and the seconds those products take at that rate beside the start-up.
+suite-arithmetic: $(STAMP)
+	$(BIN)/python tools/suite_arithmetic.py --model $(MODEL) $(ARGS)
+
 lint: $(STAMP)
-	$(BIN)/ruff check seqprobe tests conftest.py
-	$(BIN)/ruff format --check seqprobe tests conftest.py
+	$(BIN)/ruff check seqprobe tests tools conftest.py
+	$(BIN)/ruff format --check seqprobe tests tools conftest.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -2,10 +2,10 @@
 
 The plugin's hooks hand everything here (as syrupy's hooks hand their work to its session). The
 model loads on the first case that runs, so `--collect-only` loads nothing. The first case of a
-kind to run asks that kind's runner for every selected case of the kind, so forward passes are
-batched across the whole run. Each case's result travels on its pytest report, which pytest-xdist
-forwards from a worker to the controller: the process that writes the report and the baseline
-sees every case, whichever process ran it.
+kind to run asks that kind's runner for every selected case of the kinds it runs, so forward
+passes are batched across the whole run. Each case's result travels on its pytest report, which
+pytest-xdist forwards from a worker to the controller: the process that writes the report and the
+baseline sees every case, whichever process ran it.
 """
 
 from __future__ import annotations
@@ -184,17 +184,20 @@ class SeqprobeSession:
         if case.case_id not in self.outcomes:
             from seqprobe.checks.runners import RUNNERS
 
-            # A pytest-xdist worker runs only the items the controller sends it, so batching the
+            # Kinds that share a runner run together (their prompts share one prefix tree). A
+            # pytest-xdist worker runs only the items the controller sends it, so batching the
             # whole selection would compute every other worker's cases too.
+            runner = RUNNERS[case.kind]
             pending = [
                 other
                 for other in ([case] if self.is_worker else self.selected)
-                if other.kind == case.kind and other.case_id not in self.outcomes
+                if RUNNERS[other.kind] is runner and other.case_id not in self.outcomes
             ]
             if case not in pending:
                 pending.append(case)
-            print(f"\nseqprobe: running {len(pending)} {case.kind} case(s) on {self.settings.model}", file=sys.stderr)
-            runner = RUNNERS[case.kind]
+            *others, last = dict.fromkeys(other.kind for other in pending)
+            kinds = f"{', '.join(others)} and {last}" if others else last
+            print(f"\nseqprobe: running {len(pending)} {kinds} case(s) on {self.settings.model}", file=sys.stderr)
             self.outcomes.update(
                 runner(self.model, self.settings.expectations_of, pending, **self.settings.runs_with())
             )

@@ -1,8 +1,8 @@
 """Running family, invariance and direction checks: every variant scored in batches, then the pass rate.
 
 Each variant of a check (`seqprobe.casefiles.sampling`) is rendered into its prompts and scored
-through `seqprobe.engine.scoring`, the variants of every check of one kind together, a few
-forward passes for hundreds of prompts:
+through `seqprobe.engine.scoring`, the variants of every check of every kind together: one prefix
+tree (`seqprobe.engine.prompt_tree`) for hundreds of prompts that share their beginnings:
 
 - family: the variant's prompt completed by its answer, held to the completion bars
   (`max_rank`, `min_prob`, `min_logit_diff`); its value is the answer's rank.
@@ -36,10 +36,10 @@ from seqprobe.engine.scoring import (
     PreparedPrompt,
     TokenScore,
     check_expectations,
+    completions_from_logits,
     final_logits,
     prepare_prompt,
     prompt_token_ids,
-    score_completions,
 )
 from seqprobe.errors import CaseFileError
 from seqprobe.records.intervals import DEFAULT_LEVEL, Interval, bootstrap_interval, format_level, wilson_interval
@@ -62,7 +62,7 @@ def measure_variants(
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> list[list[VariantResult]]:
-    """Each check's variants' results; the checks of one kind share one batched scoring pass.
+    """Each check's variants' results; all the checks share one batched scoring pass.
 
     Raises TokenizationError (naming the case and the variant) when a variant cannot be scored.
     """
@@ -109,28 +109,48 @@ def _score(
     *,
     batch_size: int,
 ) -> list[list[VariantResult]]:
-    """Each run's results, in its variants' order; one batched pass per kind across all runs."""
-    results: list[list[VariantResult]] = [[] for _ in runs]
-    for kind, score in _SCORERS.items():
-        picked = [
+    """Each run's results, in its variants' order.
+
+    Every kind's prompts are read in one pass (seqprobe.engine.prompt_tree): a family's wordings, an
+    invariance's and a direction's pairs share their beginnings, and each shared prefix runs once.
+    """
+    picked = {
+        kind: [
             (index, case, variant, request)
             for index, (case, variants, requests) in enumerate(runs)
             if isinstance(case, kind)
             for variant, request in zip(variants, requests, strict=True)
         ]
-        if picked:
+        for kind in _SCORERS
+    }
+    reads = {kind: _SCORERS[kind][0]([request for *_, request in items]) for kind, items in picked.items()}
+    logits = final_logits(bridge, [row for rows in reads.values() for row in rows], batch_size=batch_size)
+    results: list[list[VariantResult]] = [[] for _ in runs]
+    first = 0
+    for kind, items in picked.items():
+        stop = first + len(reads[kind])
+        if items:
+            score = _SCORERS[kind][1]
             scored = score(
-                bridge, model_name, [(case, variant, request) for _, case, variant, request in picked], batch_size
+                bridge,
+                model_name,
+                [(case, variant, request) for _, case, variant, request in items],
+                logits[first:stop],
             )
-            for (index, *_), result in zip(picked, scored, strict=True):
+            for (index, *_), result in zip(items, scored, strict=True):
                 results[index].append(result)
+        first = stop
     return results
 
 
+def _family_reads(requests: Sequence[PreparedPrompt]) -> list[Sequence[int]]:
+    return [prepared.token_ids for prepared in requests]
+
+
 def _score_families(
-    bridge: TransformerBridge, model_name: str, items: Sequence[tuple[Any, Variant, PreparedPrompt]], batch_size: int
+    bridge: TransformerBridge, model_name: str, items: Sequence[tuple[Any, Variant, PreparedPrompt]], logits: Tensor
 ) -> list[VariantResult]:
-    completions = score_completions(bridge, [prepared for _, _, prepared in items], batch_size=batch_size)
+    completions = completions_from_logits(bridge, [prepared for _, _, prepared in items], logits)
     results = []
     for (case, variant, _), completion in zip(items, completions, strict=True):
         bars = {bar: value for bar, value in case.expect_for(model_name).items() if bar in VARIANT_BARS}
@@ -148,19 +168,29 @@ def _score_families(
     return results
 
 
+def _invariance_reads(requests: Sequence[tuple[tuple[str, Sequence[int]], ...]]) -> list[Sequence[int]]:
+    """Each pair's original, then its perturbed prompt."""
+    return [ids for pair in requests for _, ids in pair]
+
+
+def _direction_reads(requests: Sequence[tuple[PreparedPrompt, ...]]) -> list[Sequence[int]]:
+    """Each pair's original, then its perturbed prompt."""
+    return [prepared.token_ids for pair in requests for prepared in pair]
+
+
 def _score_invariances(
-    bridge: TransformerBridge, model_name: str, items: Sequence[tuple[Any, Variant, Any]], batch_size: int
+    bridge: TransformerBridge, model_name: str, items: Sequence[tuple[Any, Variant, Any]], logits: Tensor
 ) -> list[VariantResult]:
-    """Originals first, for their top predictions; then each perturbed prompt, scored against its original's."""
+    """Each perturbed prompt scored against its original's top prediction (rows: original, perturbed, ...)."""
     originals = [original for _, _, (original, _) in items]
-    predictions = _top_predictions(bridge, final_logits(bridge, [ids for _, ids in originals], batch_size=batch_size))
+    predictions = _top_predictions(bridge, logits[0::2])
     prepared = [
         PreparedPrompt(
             prompt=text, token_ids=ids, answer=top.token, answer_id=top.token_id, distractors=(), distractor_ids=()
         )
         for (_, _, (_, (text, ids))), top in zip(items, predictions, strict=True)
     ]
-    completions = score_completions(bridge, prepared, batch_size=batch_size)
+    completions = completions_from_logits(bridge, prepared, logits[1::2])
     results = []
     for (_, variant, _), (original, _), top, completion in zip(items, originals, predictions, completions, strict=True):
         passed = completion.rank == 1
@@ -189,12 +219,10 @@ def _top_predictions(bridge: TransformerBridge, logits: Float[Tensor, "prompt d_
 
 
 def _score_directions(
-    bridge: TransformerBridge, model_name: str, items: Sequence[tuple[Any, Variant, Any]], batch_size: int
+    bridge: TransformerBridge, model_name: str, items: Sequence[tuple[Any, Variant, Any]], logits: Tensor
 ) -> list[VariantResult]:
     """Both prompts scored with `to` as the answer and `from` as the distractor; the margin is the change."""
-    completions = score_completions(
-        bridge, [prepared for _, _, pair in items for prepared in pair], batch_size=batch_size
-    )
+    completions = completions_from_logits(bridge, [prepared for _, _, pair in items for prepared in pair], logits)
     results = []
     for index, (case, variant, _) in enumerate(items):
         before, after = completions[2 * index], completions[2 * index + 1]
@@ -219,7 +247,12 @@ def _score_directions(
     return results
 
 
-_SCORERS = {FamilyCase: _score_families, InvarianceCase: _score_invariances, DirectionCase: _score_directions}
+# Each kind's reads (the rows, from its requests), and its scorer of their logits, in that order.
+_SCORERS = {
+    FamilyCase: (_family_reads, _score_families),
+    InvarianceCase: (_invariance_reads, _score_invariances),
+    DirectionCase: (_direction_reads, _score_directions),
+}
 
 
 def run_variant_checks(

@@ -1,14 +1,10 @@
 """A forward pass over a Hugging Face causal LM's own modules that can start in the middle.
 
-Activation patching asks one question hundreds of times: "had this one activation taken its clean
-value, what would the corrupted run's final logits be?". Rerunning the whole model for each patch
-(TransformerLens's way; `bridge.start_at_layer` still runs the earlier blocks) recomputes what is
-known. This module splits a forward pass into pieces, so that `seqprobe.engine.resume` can
-
-- start at any sublayer (attention or MLP of any block) from a cached residual stream,
-- compute queries only for the positions a patch can change, reading the keys and values of the
-  earlier positions from a cached run (under causal attention those cannot change),
-- read out only the logits its metric needs.
+Activation patching asks hundreds of times what the corrupted run's logits would be had one
+activation taken its clean value; rerunning the whole model per patch (TransformerLens's way)
+recomputes what is known. The pieces here let `seqprobe.engine.resume` start at any sublayer from
+a cached residual stream, compute queries only for the positions a patch can change (reading the
+earlier positions' keys and values from a cached run), and read out only the logits it needs.
 
 The pieces call the model's own modules (norms, projections, MLPs, rotary tables), so the numbers
 are the model's; only the attention core is written out, since that is where cached keys and values
@@ -172,13 +168,14 @@ class ResumableForward:
     # -- shared pieces --------------------------------------------------------------------------
 
     def qkv(
-        self, layer: int, normed: Float[Tensor, "row pos d_model"], *, start: int
+        self, layer: int, normed: Float[Tensor, "row pos d_model"], *, start: int | Int[Tensor, " row"]
     ) -> tuple[
         Float[Tensor, "row head pos d_head"],
         Float[Tensor, "row kv_head pos d_head"],
         Float[Tensor, "row kv_head pos d_head"],
     ]:
-        """Queries and keys ready for attention (normed, rotated) and values, for positions start.. ."""
+        """Queries and keys ready for attention (normed, rotated) and values, for positions start.. ;
+        `start` per row gives rows of one position each their own (a prefix tree's nodes)."""
         q, k, v = self._project_qkv(layer, normed)
         rows, n_pos = normed.shape[:2]
         # [row pos heads*d_head] -> [row heads pos d_head]
@@ -186,16 +183,23 @@ class ResumableForward:
         k = k.view(rows, n_pos, -1, self.d_head).transpose(1, 2)
         v = v.view(rows, n_pos, -1, self.d_head).transpose(1, 2)
         q, k = self._normalize_qk(layer, q, k)
-        table = self._rotary(layer, start, start + n_pos, device=q.device)
+        table = self._rotary(layer, start, n_pos, device=q.device)
         if table is not None:
-            cos, sin = table  # [pos d_head], broadcast over rows and heads
+            cos, sin = table  # broadcast over rows and heads
             q, k = rotate(q, cos, sin), rotate(k, cos, sin)
         return q, k, v
 
-    def _rotary(self, layer: int, start: int, stop: int, *, device: torch.device) -> tuple[Tensor, Tensor] | None:
-        """cos and sin of positions start..stop-1 on `device`, [pos d_head] each."""
+    def _rotary(
+        self, layer: int, start: int | Int[Tensor, " row"], n_pos: int, *, device: torch.device
+    ) -> tuple[Tensor, Tensor] | None:
+        """cos and sin of positions start.., [pos d_head] each, or of each row's own, [row 1 1 d_head] each."""
         key = self._rotary_key(layer)
-        return self._tables(key, start, stop, device=device, kind=rope_type(self.model.model.rotary_emb, key))
+        kind = rope_type(self.model.model.rotary_emb, key)
+        if isinstance(start, Tensor):
+            rows = start.to(device)
+            cos, sin = self._tables(key, 0, int(rows.max()) + 1, device=device, kind=kind)
+            return cos[rows, None, None], sin[rows, None, None]
+        return self._tables(key, start, start + n_pos, device=device, kind=kind)
 
     def pattern(
         self,
@@ -318,7 +322,7 @@ class _GPT2Forward(ResumableForward):
         q, k, v = self.layers[layer].attn.c_attn(x).split(self.d_model, dim=-1)
         return q, k, v
 
-    def _rotary(self, layer: int, start: int, stop: int, *, device: torch.device) -> None:
+    def _rotary(self, layer: int, start: int | Tensor, n_pos: int, *, device: torch.device) -> None:
         return None
 
     def _attention(self, layer: int) -> nn.Module:

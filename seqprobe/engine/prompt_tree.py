@@ -97,34 +97,35 @@ def build_tree(rows: Sequence[Sequence[int]], positions: Sequence[Sequence[int]]
 def run_tree(forward: ResumableForward, tree: PromptTree) -> Float[Tensor, "read vocab"]:
     """Every read's logits: all nodes layer by layer, each attending along its path.
 
-    Within a layer, a node's keys and values depend only on its own residual stream, so they are
-    computed for every node, depth by depth (the rotary angle is the depth), before each node's
-    query reads its path's. The output projection and the MLP, most of the arithmetic, then run on
-    every node of the tree as one batch.
+    Within a layer, a node's query, key and value depend only on its own residual stream and
+    position (its depth, for rotary angles), so they are computed for every node at once; then each
+    depth's queries read their paths' keys and values. (Padding paths to attend several depths at
+    once was slower on the library's trees: the gathered keys and values grow with the deepest.)
+    The projections and the MLP, most of the arithmetic, run on every node of the tree as one
+    batch; the last layer's output projection and MLP only on the nodes that are read.
     """
     device = forward.device
     reads = tree.reads.to(device)
     tokens = tree.tokens.to(device)
     spans = [(tree.levels[depth], tree.levels[depth + 1], path.to(device)) for depth, path in enumerate(tree.paths)]
+    depths = torch.repeat_interleave(torch.arange(len(spans)), torch.tensor(tree.levels).diff()).to(device)
     # [node 1 d_model]: each depth's nodes sit at that position
     resid = torch.cat(
         [forward.embed(tokens[first:stop, None], start=depth) for depth, (first, stop, _) in enumerate(spans)]
     )
     for layer in range(forward.n_layers):
-        normed = forward.attention_input(layer, resid)
-        keys = torch.empty(tree.n_nodes, forward.n_kv_heads, forward.d_head, dtype=resid.dtype, device=device)
-        values = torch.empty_like(keys)
+        q, k, v = forward.qkv(layer, forward.attention_input(layer, resid), start=depths)  # [node head 1 d_head]
+        keys, values = k[:, :, 0], v[:, :, 0]  # [node kv_head d_head]
         z = torch.empty(tree.n_nodes, 1, forward.n_heads, forward.d_head, dtype=resid.dtype, device=device)
         for depth, (first, stop, path) in enumerate(spans):
-            q, k, v = forward.qkv(layer, normed[first:stop], start=depth)  # [node head 1 d_head]
-            keys[first:stop], values[first:stop] = k[:, :, 0], v[:, :, 0]
-            # A path's nodes are this depth's or shallower, computed already: [node depth+1 kv_head d_head]
-            # -> [node kv_head depth+1 d_head]
-            pattern = forward.pattern(layer, q, keys[path].transpose(1, 2), q_start=depth)  # [node head 1 depth+1]
+            # A path's nodes are this depth's or shallower: [node depth+1 kv_head d_head] -> [node kv_head depth+1 d_head]
+            pattern = forward.pattern(layer, q[first:stop], keys[path].transpose(1, 2), q_start=depth)
             z[first:stop] = forward.mix(pattern, values[path].transpose(1, 2))  # [node 1 head d_head]
+        if layer == forward.n_layers - 1:  # nothing reads the other nodes' streams any more
+            resid, z = resid[reads], z[reads]
         resid = resid + forward.attention_output(layer, z)
         resid = resid + forward.mlp_output(layer, resid)
-    return forward.logits(resid[reads, 0]).float()
+    return forward.logits(resid[:, 0]).float()
 
 
 def shares_prefixes(bridge: object) -> bool:

@@ -28,6 +28,7 @@ __all__ = [
     "PreparedPrompt",
     "TokenScore",
     "check_expectations",
+    "completions_from_logits",
     "continuation_token_ids",
     "format_completion",
     "format_percent",
@@ -174,6 +175,17 @@ def score_completions(
     if not prepared:
         return []
     logits = final_logits(bridge, [p.token_ids for p in prepared], batch_size=batch_size)
+    return completions_from_logits(bridge, prepared, logits, top_k=top_k)
+
+
+def completions_from_logits(
+    bridge: TransformerBridge,
+    prepared: Sequence[PreparedPrompt],
+    logits: Float[Tensor, "prompt d_vocab"],
+    *,
+    top_k: int = DEFAULT_TOP_K,
+) -> list[Completion]:
+    """`score_completions` from logits read already: a caller reading several kinds of prompt reads them together."""
     probs = logits.softmax(dim=-1)
     top = logits.topk(min(top_k, logits.shape[-1]), dim=-1)
 
@@ -268,26 +280,22 @@ def greedy_tokens(
 ) -> list[tuple[int, ...]]:
     """Greedy decoding after each of `token_ids`: `max_new_tokens` ids each (one count, or one per row).
 
-    No cache: each new token is one right-padded batched forward over the rows still growing.
+    No cache: each new token is one read of the rows still growing, `batch_size` at a time, each
+    distinct prefix computed once where the bridge allows it (seqprobe.engine.prompt_tree).
     Argmax ties go to the lowest id, as torch's argmax (and transformers' greedy search) has them.
     """
-    import torch
-
-    from seqprobe.engine.prompt_tree import right_padded
+    from seqprobe.engine.prompt_tree import read_logits
 
     counts = [max_new_tokens] * len(token_ids) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     grown = [list(ids) for ids in token_ids]
     new: list[list[int]] = [[] for _ in token_ids]
-    with torch.inference_mode():
-        for step in range(max(counts, default=0)):
-            active = [i for i, count in enumerate(counts) if count > step]
-            for start in range(0, len(active), batch_size):
-                chunk = active[start : start + batch_size]
-                tokens, lengths = right_padded([grown[i] for i in chunk])
-                logits = bridge(tokens.to(bridge.cfg.device), return_type="logits")  # [batch pos d_vocab]
-                last = torch.tensor(lengths, device=logits.device) - 1
-                picks = logits[torch.arange(len(chunk), device=logits.device), last].argmax(dim=-1)  # [batch]
-                for i, token in zip(chunk, picks.tolist(), strict=True):
-                    grown[i].append(token)
-                    new[i].append(token)
+    for step in range(max(counts, default=0)):
+        active = [i for i, count in enumerate(counts) if count > step]
+        for start in range(0, len(active), batch_size):
+            chunk = active[start : start + batch_size]
+            rows = [grown[i] for i in chunk]
+            logits = read_logits(bridge, rows, [[len(row) - 1] for row in rows], batch_size=batch_size)
+            for i, token in zip(chunk, logits.argmax(dim=-1).tolist(), strict=True):
+                grown[i].append(token)
+                new[i].append(token)
     return [tuple(ids) for ids in new]

@@ -253,6 +253,43 @@ def test_invariance_and_direction_on_the_planted_defect(planted: LoadedModel) ->
     ]
 
 
+def test_every_kind_reads_its_prompts_in_one_tree_and_scores_as_alone(
+    tiny_llama_bridge: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from seqprobe.engine import prompt_tree
+
+    invariance, direction, _ = parse(INVARIANCE_AND_DIRECTION)
+    (family,) = parse(FAMILY)
+    runs = [(case, list(case.space)[::5]) for case in (family, invariance, direction)]
+    trees: list[int] = []
+    run_tree = prompt_tree.run_tree
+    monkeypatch.setattr(
+        prompt_tree, "run_tree", lambda forward, tree: trees.append(tree.n_nodes) or run_tree(forward, tree)
+    )
+
+    together = measure_variants(tiny_llama_bridge, MODEL, runs)
+
+    rows = {
+        tuple(tiny_llama_bridge.to_tokens(text)[0].tolist())
+        for case, variants in runs
+        for variant in variants
+        for text in _prompts_of(case, variant)
+    }
+    assert trees == [len({row[:n] for row in rows for n in range(1, len(row) + 1)})], (
+        "one tree for the three kinds, one node per distinct prefix of all their prompts"
+    )
+    for (case, variants), results in zip(runs, together, strict=True):
+        alone = measure_variants(tiny_llama_bridge, MODEL, [(case, variants)])[0]
+        assert [(r.variant, r.passed) for r in results] == [(r.variant, r.passed) for r in alone]
+        assert [r.value for r in results] == pytest.approx([r.value for r in alone], abs=1e-4)
+
+
+def _prompts_of(case: Any, variant: Any) -> list[str]:
+    """The prompts a check reads for one variant: its prompt, and a pair's perturbed prompt."""
+    templates = [case.prompt, *([case.perturbed] if hasattr(case, "perturbed") else [])]
+    return [case.space.render(template, variant) for template in templates]
+
+
 def test_a_bad_variant_errors_only_its_check(planted: LoadedModel) -> None:
     bad, good = parse(
         FAMILY.replace('answer: " January"', 'answer: " Jan uary"')
@@ -400,8 +437,12 @@ def test_checks_are_pytest_items_with_readable_ids_and_failures(
         ["robust.seqprobe.yaml::robust::any-rank", "robust.seqprobe.yaml::robust::no-change"]
     )
 
-    result = pytester.runpytest("--model", str(tiny_llama_dir), "-p", "no:cacheprovider", "-rfxX", "--report", "r.md")
+    result = pytester.runpytest(
+        "--model", str(tiny_llama_dir), "-p", "no:cacheprovider", "-rfxX", "--report", "r.md", "-s"
+    )
     result.assert_outcomes(passed=2, failed=2, xfailed=1)
+    # The three kinds share one runner call, so their prompts share one prefix tree.
+    result.stderr.fnmatch_lines([f"seqprobe: running 5 family, invariance and direction case(s) on {tiny_llama_dir}"])
     result.stdout.fnmatch_lines(
         [
             "case robust::sure (*robust.seqprobe.yaml:13) on *",

@@ -60,9 +60,14 @@ def test_slices_equal_the_model_rotary_embedding_bit_for_bit(
     forward = resumable_forward(model)
     for start, length in spans:
         for layer in range(forward.n_layers):
-            cos, sin = forward._rotary(layer, start, start + length, device=CPU)
+            cos, sin = forward._rotary(layer, start, length, device=CPU)
             expected_cos, expected_sin = _direct(model, layer, start, start + length)
             assert torch.equal(cos, expected_cos) and torch.equal(sin, expected_sin)
+            # Rows of one position each (a prefix tree's nodes) get their own positions' rows.
+            rows = torch.arange(start, start + length).flip(0)
+            cos, sin = forward._rotary(layer, rows, 1, device=CPU)
+            assert cos.shape == (length, 1, 1, expected_cos.shape[-1])
+            assert torch.equal(cos[:, 0, 0], expected_cos.flip(0)) and torch.equal(sin[:, 0, 0], expected_sin.flip(0))
 
 
 def test_gemma3_layer_types_have_their_own_tables() -> None:
