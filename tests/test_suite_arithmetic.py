@@ -62,4 +62,10 @@ def test_kinds_sharing_a_runner_still_share_it_and_each_call_is_counted() -> Non
     assert wrapped["family"] is wrapped["direction"] and wrapped["family"] is not wrapped["patching"]
     cases = [SimpleNamespace(kind="family", case_id="a"), SimpleNamespace(kind="direction", case_id="b")]
     assert wrapped["family"](None, "m", cases, detail=False) == {"a": 30, "b": 30}
-    assert costs == [RunnerCost(kinds=("family", "direction"), cases=2, flops=2 * (2 * 3 * 5) * 2)]
+    (cost,) = costs
+    assert (cost.kinds, cost.cases, cost.flops) == (("family", "direction"), 2, 2 * (2 * 3 * 5) * 2)
+    assert cost.seconds > 0
+
+    timed: list[RunnerCost] = []
+    counting_runners(MappingProxyType({"family": runner}), timed, count=False)["family"](None, "m", cases)
+    assert timed[0].flops == 0 and timed[0].seconds > 0, "timing alone counts nothing"

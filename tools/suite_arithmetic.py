@@ -8,12 +8,17 @@ model's MLP shape, and prints the seconds that arithmetic takes at that rate bes
 (imports and model load). The counting makes the run itself about twice as slow; its figures are
 FLOPs, not timings.
 
-    .venv/bin/python tools/suite_arithmetic.py [--model smollm2-135m] [pytest arguments ...]
+    .venv/bin/python tools/suite_arithmetic.py [--model smollm2-135m] [--time] [pytest arguments ...]
+
+`--time` times each runner call instead (no counting). Both measure the checkout they run in: run
+from a worktree of another commit, they measure that commit's seqprobe and case files.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -57,23 +62,30 @@ class MatmulFlops(TorchDispatchMode):
 
 @dataclass(frozen=True)
 class RunnerCost:
-    """One runner call: the kinds it ran, how many cases, its matrix products' FLOPs."""
+    """One runner call: the kinds it ran, how many cases, its matrix products' FLOPs (0 when only
+    timed) and its seconds."""
 
     kinds: tuple[str, ...]
     cases: int
     flops: int
+    seconds: float
 
 
-def counting_runners(runners: Any, costs: list[RunnerCost]) -> MappingProxyType:
-    """`runners` with each distinct runner wrapped to append its calls' costs; kinds sharing one still share it."""
+def counting_runners(runners: Any, costs: list[RunnerCost], *, count: bool = True) -> MappingProxyType:
+    """`runners` with each distinct runner wrapped to append its calls' costs; kinds sharing one still
+    share it. `count=False` only times them (counting about doubles their time)."""
     wrapped: dict[int, Callable[..., Any]] = {}
 
     def wrap(runner: Callable[..., Any]) -> Callable[..., Any]:
         def counted(model: Any, model_name: str, cases: Sequence[Any], **options: Any) -> Any:
-            with MatmulFlops() as mode:
+            mode = MatmulFlops() if count else None
+            with mode if mode is not None else contextlib.nullcontext():
+                start = time.perf_counter()
                 outcomes = runner(model, model_name, cases, **options)
+                seconds = time.perf_counter() - start
             kinds = tuple(dict.fromkeys(case.kind for case in cases))
-            costs.append(RunnerCost(kinds=kinds, cases=len(cases), flops=mode.flops))
+            flops = mode.flops if mode is not None else 0
+            costs.append(RunnerCost(kinds=kinds, cases=len(cases), flops=flops, seconds=seconds))
             return outcomes
 
         return wrapped.setdefault(id(runner), counted)
@@ -104,7 +116,9 @@ def startup_seconds(model: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--time", action="store_true", help="time each runner instead of counting its FLOPs")
     args, pytest_args = parser.parse_known_args(argv)
+    sys.path.insert(0, os.getcwd())  # this checkout's seqprobe, not the installed one
 
     startup = startup_seconds(args.model)
     from seqprobe.loading.models import load_model
@@ -117,27 +131,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     import seqprobe.checks.runners as runners
 
     costs: list[RunnerCost] = []
-    runners.RUNNERS = counting_runners(runners.RUNNERS, costs)
+    runners.RUNNERS = counting_runners(runners.RUNNERS, costs, count=not args.time)
     status = pytest.main(["cases/", "--model", args.model, "-q", "-p", "no:randomly", *pytest_args])
 
+    print(f"\nstart-up (a fresh interpreter importing the runners and loading {args.model}): {startup:.1f} s")
+    rows = [(" + ".join(cost.kinds), cost) for cost in costs]
+    rows.append(("all runners", RunnerCost((), sum(c.cases for c in costs), sum(c.flops for c in costs),
+                                           sum(c.seconds for c in costs))))  # fmt: skip
+    if args.time:
+        for name, cost in rows:
+            print(f"{name:<34} {cost.cases:>4} cases {cost.seconds:>6.1f} s")
+        return int(status)
     print(
-        f"\nfloat32 matmul rate at [{RATE_ROWS} {config.hidden_size}] @ [{config.hidden_size} "
+        f"float32 matmul rate at [{RATE_ROWS} {config.hidden_size}] @ [{config.hidden_size} "
         f"{config.intermediate_size}]: {rate / 1e9:.0f} GFLOP/s"
     )
-    total = sum(cost.flops for cost in costs)
-    for cost in costs:
+    for name, cost in rows:
         print(
-            f"{' + '.join(cost.kinds):<34} {cost.cases:>4} cases {cost.flops / 1e9:>8.0f} GFLOP "
-            f"{cost.flops / rate:>6.1f} s at that rate"
+            f"{name:<34} {cost.cases:>4} cases {cost.flops / 1e9:>8.0f} GFLOP {cost.flops / rate:>6.1f} s at that rate"
         )
-    print(
-        f"{'all runners':<34} {sum(c.cases for c in costs):>4} cases {total / 1e9:>8.0f} GFLOP "
-        f"{total / rate:>6.1f} s at that rate"
-    )
-    print(
-        f"start-up (a fresh interpreter importing the runners and loading {args.model}): {startup:.1f} s; "
-        f"with the arithmetic: {startup + total / rate:.1f} s before anything but matrix products"
-    )
+    total = rows[-1][1].flops
+    print(f"start-up with the arithmetic: {startup + total / rate:.1f} s before anything but matrix products")
     return int(status)
 
 
