@@ -42,7 +42,7 @@ def save_ablated_copy(name: str, heads: Sequence[str], out: str | Path) -> Path:
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from seqprobe.engine.forward import resumable_forward
+    from seqprobe.engine.architectures import resumable_forward
     from seqprobe.loading.models import weights_location
 
     out = Path(out)

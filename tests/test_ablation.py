@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from seqprobe.ablation import save_ablated_copy
 from seqprobe.cli import main
-from seqprobe.engine.forward import resumable_forward
+from seqprobe.engine.architectures import resumable_forward
 from seqprobe.errors import AblationError
 
 # The output projection of each architecture's attention (by `config.model_type`): where a head's write is zeroed.

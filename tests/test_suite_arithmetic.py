@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import torch
 
-from seqprobe.engine.forward import resumable_forward
+from seqprobe.engine.architectures import resumable_forward
 from seqprobe.engine.prompt_tree import shares_prefixes
 from tools.suite_arithmetic import MatmulFlops, RunnerCost, counting_runners
 

@@ -6,19 +6,12 @@ tree (`seqprobe.engine.prompt_tree`) for hundreds of prompts that share their be
 
 - family: the variant's prompt completed by its answer, held to the completion bars
   (`max_rank`, `min_prob`, `min_logit_diff`); its value is the answer's rank.
-- invariance: the original prompt runs first for its top prediction; the variant passes when
-  that token is still the top one after the perturbed prompt; its value is that token's rank.
+- invariance: the variant passes when the original prompt's top prediction is still the top one
+  after the perturbed prompt (both read in the same pass); its value is that token's rank.
 - direction: both prompts scored with `to` as the answer and `from` as the distractor;
   margin = [logit(to) − logit(from)] after perturbing − the same before, which must reach `min_margin`.
 
-A check's pass rate is the share of its variants that pass; below `min_pass_rate` the check fails,
-and `seqprobe.checks.falsify` finds the smallest failing variant to show as the falsifying example.
-
-The pass rate carries its Wilson interval at the run's `interval_level`, a direction check's mean
-margin its bootstrap interval over the variants (`seqprobe.records.intervals`): the variants run
-stand for the phrasings one could write. With `confidence` in the case's expect, the check holds
-only when the lower bound of the pass rate's Wilson interval at that level reaches
-`min_pass_rate`: 9 of 10 variants is a pass rate of 0.9, but at 95% confidence only of 0.596.
+A check's pass rate and what a failure shows are judged in `seqprobe.checks.pass_rates`.
 """
 
 from __future__ import annotations
@@ -29,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from seqprobe.casefiles.families import VARIANT_BARS, DirectionCase, FamilyCase, InvarianceCase, PairCheck, VariantCheck
 from seqprobe.casefiles.sampling import Variant
-from seqprobe.checks.falsify import VariantResult, explain, falsify, smallest_json
+from seqprobe.checks.falsify import VariantResult
 from seqprobe.checks.outcome import CheckOutcome, cases_of, guarded, prepare_each
+from seqprobe.checks.pass_rates import headline, variant_outcome
 from seqprobe.engine.scoring import (
     DEFAULT_BATCH_SIZE,
     PreparedPrompt,
@@ -41,8 +35,7 @@ from seqprobe.engine.scoring import (
     prepare_prompt,
     prompt_token_ids,
 )
-from seqprobe.errors import CaseFileError
-from seqprobe.records.intervals import DEFAULT_LEVEL, Interval, bootstrap_interval, format_level, wilson_interval
+from seqprobe.records.intervals import DEFAULT_LEVEL
 
 if TYPE_CHECKING:
     from jaxtyping import Float
@@ -276,127 +269,30 @@ def run_variant_checks(
         variants = case.variants_to_run()
         return variants, _prepare_all(bridge, case, variants)
 
-    outcomes, ready = prepare_each(cases_of(cases, VariantCheck), prepare, headline=_headline)
+    outcomes, ready = prepare_each(cases_of(cases, VariantCheck), prepare, headline=headline)
     runs = [(case, variants, requests) for case, (variants, requests) in ready]
     for (case, _, _), results in zip(runs, _score(bridge, model_name, runs, batch_size=batch_size), strict=True):
-        prompt, answer = _headline(case)
+        prompt, answer = headline(case)
+        measure = partial(_measure_check, bridge, model_name, case, batch_size=batch_size)
         # Guarded too: a variant tried while shrinking may not suit the model.
         outcomes[case.case_id] = guarded(
-            partial(_outcome, bridge, model_name, case, results, batch_size=batch_size, level=interval_level),
+            partial(
+                variant_outcome,
+                case,
+                results,
+                model_name=model_name,
+                measure=measure,
+                batch_size=batch_size,
+                level=interval_level,
+            ),
             prompt=prompt,
             answer=answer,
         )
     return outcomes
 
 
-def _outcome(
-    bridge: TransformerBridge,
-    model_name: str,
-    case: VariantCheck,
-    results: Sequence[VariantResult],
-    *,
-    batch_size: int,
-    level: float,
-) -> CheckOutcome:
-    expect = case.expect_for(model_name)
-    bar = expect["min_pass_rate"]
-    passed, run = sum(result.passed for result in results), len(results)
-    rate = passed / run
-    failing = sorted((result for result in results if not result.passed), key=_simplicity)
-    metrics = {"pass_rate": rate}
-    intervals = {"pass_rate": wilson_interval(passed, run, level=level)}
-    if isinstance(case, DirectionCase):
-        margins = [result.value for result in results]
-        metrics["margin"] = sum(margins) / run
-        intervals["margin"] = bootstrap_interval(margins, level=level)
-    details: dict[str, Any] = {
-        "variants_total": len(case.space),
-        "variants_run": run,
-        "sampled": case.sampled,
-        "seed": case.seed,
-        "failing_variants": [result.prompt for result in failing],
-    }
-    judged = _judged(case, expect, passed, run)
-    failures: list[str] = []
-    explanation = ""
-    if judged is not None and judged.low < bar:
-        failures.append(
-            f"pass rate {rate:.3f} ({passed} of {run} variants), {format_level(judged.level)} interval "
-            f"[{judged.low:.3f}, {judged.high:.3f}]: lower bound {judged.low:.3f} < min_pass_rate {bar:g}"
-        )
-    elif judged is None and rate < bar:
-        failures.append(
-            f"pass rate {rate:.3f} ({passed} of {run} variants) < min_pass_rate {bar:g} (short by {bar - rate:.3f})"
-        )
-    if failures and failing:
-        smallest, tried = falsify(
-            case,
-            results,
-            measure=lambda variants: measure_variants(bridge, model_name, [(case, variants)], batch_size=batch_size)[0],
-            batch_size=batch_size,
-        )
-        if smallest is not None:
-            failures.append(f"smallest failing variant {smallest.prompt!r}: {'; '.join(smallest.failures)}")
-            details["smallest_failing"] = smallest_json(case, smallest, tried=tried)
-        explanation = explain(
-            case, rate=rate, bar=bar, results=results, failing=failing, smallest=smallest, tried=tried
-        )
-        if judged is not None:
-            first, rest = explanation.split("\n", 1)
-            explanation = f"{first}\n{_judged_line(judged, bar)}\n{rest}"
-    elif failures and judged is not None:
-        explanation = (
-            f"All {run} variants passed, but {run} are too few to show a pass rate of {bar:g}:\n"
-            f"{_judged_line(judged, bar)}\nRun more variants (more alternatives, a larger sample.size) "
-            "or ask for less confidence."
-        )
-    prompt, answer = _headline(case)
-    return CheckOutcome(
-        metrics=metrics,
-        failures=tuple(failures),
-        explanation=explanation,
-        details=details,
-        prompt=prompt,
-        answer=answer,
-        intervals=intervals,
-    )
-
-
-def _judged(case: VariantCheck, expect: Any, passed: int, run: int) -> Interval | None:
-    """The pass rate's Wilson interval at the case's `confidence`, or None when it asks for none."""
-    confidence = expect.get("confidence")
-    if confidence is None:
-        return None
-    if not 0 < confidence < 1:
-        raise CaseFileError(
-            f"case {case.name!r}: confidence={confidence!r}; give a probability between 0 and 1, e.g. confidence: 0.95",
-            path=case.location.path,
-            line=case.location.line,
-        )
-    return wilson_interval(passed, run, level=confidence)
-
-
-def _judged_line(judged: Interval, bar: float) -> str:
-    holds = "<" if judged.low < bar else "≥"
-    return (
-        f"Judged by the lower bound of the pass rate's {format_level(judged.level)} Wilson interval "
-        f"[{judged.low:.3f}, {judged.high:.3f}] over {judged.n} variants: {judged.low:.3f} {holds} min_pass_rate {bar:g}"
-    )
-
-
-def _simplicity(result: VariantResult) -> tuple[int, int, tuple[int, ...], tuple[int, ...]]:
-    """Fewest alternatives away from the first, then shortest, then first in the file's order."""
-    variant = result.variant
-    return variant.distance, len(result.prompt), variant.elements, variant.choices
-
-
-def _headline(case: VariantCheck) -> tuple[str, str]:
-    """The prompt and answer a report shows for the whole check: templates with `over` variables left in."""
-    prompt = case.space.outline(case.prompt)
-    if isinstance(case, PairCheck):
-        prompt = f"{prompt} → {case.space.outline(case.perturbed)}"
-    if isinstance(case, FamilyCase):
-        return prompt, case.space.outline(case.answer)
-    if isinstance(case, DirectionCase):
-        return prompt, case.space.outline(case.target)
-    return prompt, ""
+def _measure_check(
+    bridge: TransformerBridge, model_name: str, case: VariantCheck, variants: Sequence[Variant], *, batch_size: int
+) -> list[VariantResult]:
+    """More variants of one check, scored: what shrinking asks for."""
+    return measure_variants(bridge, model_name, [(case, variants)], batch_size=batch_size)[0]

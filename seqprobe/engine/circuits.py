@@ -50,7 +50,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from seqprobe.engine.forward import ResumableForward, Run, resumable_forward
+from seqprobe.engine.architectures import resumable_forward
+from seqprobe.engine.forward import ResumableForward, Run
 from seqprobe.engine.interventions import SOURCE_SITES, Source, intervened_metric
 from seqprobe.engine.memory import max_lanes
 from seqprobe.engine.metric import DEFAULT_MIN_GAP, readout_for, readout_rows, run_metric

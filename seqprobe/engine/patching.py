@@ -59,7 +59,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from seqprobe.engine.forward import resumable_forward
+from seqprobe.engine.architectures import resumable_forward
 from seqprobe.engine.memory import max_lanes
 from seqprobe.engine.metric import (
     DEFAULT_MIN_GAP,

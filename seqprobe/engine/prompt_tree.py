@@ -132,7 +132,7 @@ def shares_prefixes(bridge: object) -> bool:
     """Whether the prefix tree computes what `bridge(tokens)` would: a plain bridge, no hooks, a covered model."""
     from transformer_lens.model_bridge import TransformerBridge
 
-    from seqprobe.engine.forward import SUPPORTED_MODEL_TYPES
+    from seqprobe.engine.architectures import SUPPORTED_MODEL_TYPES
 
     if type(bridge) is not TransformerBridge:
         return False
@@ -199,7 +199,7 @@ def _distinct_logits(
     bridge: TransformerBridge, rows: Sequence[tuple[int, ...]], positions: Sequence[Sequence[int]], *, batch_size: int
 ) -> Float[Tensor, "read vocab"]:
     """The reads of distinct `rows`, in row order."""
-    from seqprobe.engine.forward import resumable_forward
+    from seqprobe.engine.architectures import resumable_forward
 
     if shares_prefixes(bridge):
         forward = resumable_forward(bridge.original_model)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from seqprobe.engine.architectures import resumable_forward
 from seqprobe.engine.attribution import (
     DLA_NEEDS,
     LENS_NEEDS,
@@ -22,7 +23,7 @@ from seqprobe.engine.attribution import (
     direct_logit_attribution,
     logit_lens,
 )
-from seqprobe.engine.forward import ACTIVATIONS, ResumableForward, resumable_forward
+from seqprobe.engine.forward import ACTIVATIONS, ResumableForward
 from seqprobe.engine.patching import PatchingPair, PatchingRuns, make_pair, prepare_patching
 from seqprobe.engine.placement import execution_device, is_offloaded, read_weights
 from seqprobe.errors import PatchingError

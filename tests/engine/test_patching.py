@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from seqprobe.bench import reference_hook_names, study_pairs, transformer_lens_sweeps
-from seqprobe.engine.forward import resumable_forward
+from seqprobe.engine.architectures import resumable_forward
 from seqprobe.engine.patching import (
     PatchingPair,
     logit_diff_metric,

@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from seqprobe.engine.forward import ResumableForward, resumable_forward
+from seqprobe.engine.architectures import resumable_forward
+from seqprobe.engine.forward import ResumableForward
 from seqprobe.engine.resume import patched_metric_grid
 from seqprobe.engine.shared_prefix import attend_after_prefix
 from seqprobe.engine.stack import Entry, group_by_start

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
-from seqprobe.engine.forward import resumable_forward
+from seqprobe.engine.architectures import resumable_forward
 from seqprobe.engine.rotary import RotaryTables, rotate
 from tests._sharp_models import BUILDERS
 
