@@ -284,8 +284,6 @@ def greedy_tokens(
     distinct prefix computed once where the bridge allows it (seqprobe.engine.prompt_tree).
     Argmax ties go to the lowest id, as torch's argmax (and transformers' greedy search) has them.
     """
-    from seqprobe.engine.prompt_tree import read_logits
-
     counts = [max_new_tokens] * len(token_ids) if isinstance(max_new_tokens, int) else list(max_new_tokens)
     grown = [list(ids) for ids in token_ids]
     new: list[list[int]] = [[] for _ in token_ids]
@@ -293,8 +291,7 @@ def greedy_tokens(
         active = [i for i, count in enumerate(counts) if count > step]
         for start in range(0, len(active), batch_size):
             chunk = active[start : start + batch_size]
-            rows = [grown[i] for i in chunk]
-            logits = read_logits(bridge, rows, [[len(row) - 1] for row in rows], batch_size=batch_size)
+            logits = final_logits(bridge, [grown[i] for i in chunk], batch_size=batch_size)
             for i, token in zip(chunk, logits.argmax(dim=-1).tolist(), strict=True):
                 grown[i].append(token)
                 new[i].append(token)
